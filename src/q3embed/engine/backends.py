@@ -1,0 +1,130 @@
+"""Embedding backends: the small contract the Embedder drives, and its two implementations.
+
+    Qwen3EmbeddingBackend   our packed Qwen3 decoder, last-token pooling
+    TransformersBackend     BERT-family encoders through transformers, their own pooling
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigurationError
+from ..model.generic import TransformersEncoder
+from ..model.heads import last_token_indices
+from ..text.prompts import query_text
+from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
+from ..weights.checkpoint import load_qwen3
+from ..weights.config import is_qwen3, read_config_json
+from ..weights.resolve import AUTO, ResolvedModel, resolve_auto_embedding, resolve_model
+from .batch import pack
+from .device import dtype_name
+
+__all__ = ["EmbeddingBackend", "ModelInfo", "load_embedding_backend"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: str
+    kind: str  # "qwen3" or "transformers"
+    dimensions: int
+    max_length: int
+    device: str
+    dtype: str
+    supports_instructions: bool
+
+
+class EmbeddingBackend(Protocol):
+    info: ModelInfo
+
+    def query_text(self, text: str, instruction: str | None) -> str: ...
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]: ...
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        """Token id lists -> pooled vectors [B, hidden] in fp32, not normalised."""
+        ...
+
+
+class Qwen3EmbeddingBackend:
+    def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype, max_length: int) -> None:
+        self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
+        loaded = load_qwen3(resolved.path, dtype=dtype, device=device)
+        self.model = loaded.model
+        self.device = device
+        self.info = ModelInfo(
+            name=resolved.name,
+            path=str(resolved.path),
+            kind="qwen3",
+            dimensions=loaded.config.hidden_size,
+            max_length=max_length,
+            device=str(device),
+            dtype=dtype_name(dtype),
+            supports_instructions=True,
+        )
+
+    def query_text(self, text: str, instruction: str | None) -> str:
+        return query_text(text, instruction)
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
+        return self.tokenizer.encode_embedding_inputs(texts, truncate=truncate)
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        input_ids, positions, seq_lens = pack(sequences, self.device)
+        hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
+        return hidden[last_token_indices(seq_lens, self.device)].float()  # [B, hidden]
+
+
+class TransformersBackend:
+    def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype, max_length: int | None) -> None:
+        self.encoder = TransformersEncoder(resolved.path, dtype=dtype, device=device)
+        if max_length is not None:
+            # A user may shorten the model's own limit, never lengthen it past its positions.
+            limit = min(max_length, self.encoder.settings.max_length)
+            self.encoder.settings = replace(self.encoder.settings, max_length=limit)
+        self.info = ModelInfo(
+            name=resolved.name,
+            path=str(resolved.path),
+            kind="transformers",
+            dimensions=self.encoder.dimensions,
+            max_length=self.encoder.settings.max_length,
+            device=str(device),
+            dtype=dtype_name(dtype),
+            supports_instructions="query" in self.encoder.settings.prompts,
+        )
+
+    def query_text(self, text: str, instruction: str | None) -> str:
+        # BERT-family models take a fixed query prompt (E5's "query: ") when their
+        # sentence-transformers config names one; a free-form instruction is Qwen3's feature.
+        prompt = self.encoder.settings.prompts.get("query", "")
+        return f"{instruction}{text}" if instruction else f"{prompt}{text}"
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
+        return self.encoder.tokenize(texts, truncate=truncate)
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        return self.encoder.embed(sequences)
+
+
+def load_embedding_backend(
+    model: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_length: int | None = None,
+) -> EmbeddingBackend:
+    """Resolve `model` (auto, a path, or a hub id) and build the backend its config.json names."""
+    resolved = resolve_auto_embedding() if model == AUTO else resolve_model(model)
+    if resolved.path.is_file():
+        raise ConfigurationError(f"{resolved.path} is a file; pass the model directory")
+    if is_qwen3(read_config_json(resolved.path)):
+        return Qwen3EmbeddingBackend(
+            resolved, device=device, dtype=dtype, max_length=max_length or MAX_LENGTH_DEFAULT
+        )
+    return TransformersBackend(resolved, device=device, dtype=dtype, max_length=max_length)
+

@@ -1,0 +1,39 @@
+"""Token-budget batches and packed (unpadded) tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["plan_batches", "pack"]
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group item indices into batches of at most `max_tokens` tokens, longest first.
+
+    Sorting by length keeps similar lengths together (for padded backends) and puts the
+    costliest work first; an item longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for index in order:
+        if current and used + lengths[index] > max_tokens:
+            batches.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += lengths[index]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pack(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor, list[int]]:
+    """Lay sequences end to end: input_ids [T], positions [T] (restarting at 0), seq_lens [B]."""
+    seq_lens = [len(seq) for seq in sequences]
+    input_ids = torch.tensor([tok for seq in sequences for tok in seq], dtype=torch.long)
+    positions = torch.cat([torch.arange(n, dtype=torch.long) for n in seq_lens])
+    return input_ids.to(device), positions.to(device), seq_lens

@@ -1,0 +1,145 @@
+"""Reranker: (query, documents) -> relevance scores, with Qwen3-Reranker's yes/no head."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+import torch
+
+from ..errors import CheckpointError, ModelNotFoundError
+from ..model.heads import YesNoHead, last_token_indices
+from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
+from ..weights.checkpoint import load_qwen3
+from ..weights.config import is_qwen3, read_config_json
+from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
+from .backends import ModelInfo
+from .batch import pack, plan_batches
+from .device import dtype_name, resolve_device, resolve_dtype
+from .embedder import DEFAULT_MAX_BATCH_TOKENS, Embedder
+from .inputs import check_text, check_texts, check_top_n
+
+__all__ = ["Reranker", "RerankResult"]
+
+log = logging.getLogger("q3embed")
+
+
+class RerankResult(NamedTuple):
+    index: int  # position of the document in the request
+    score: float
+
+
+class RerankScorer(Protocol):
+    info: ModelInfo
+
+    def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]: ...
+
+
+class Qwen3RerankScorer:
+    """P(yes) for each pair: the packed decoder, then two rows of lm_head at the last token."""
+
+    def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype,
+                 max_length: int, max_batch_tokens: int) -> None:
+        self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
+        loaded = load_qwen3(resolved.path, dtype=dtype, device=device, head_rows=self.tokenizer.yes_no_ids)
+        self.model = loaded.model
+        self.head = YesNoHead(loaded.head_rows)
+        self.device = device
+        self.max_batch_tokens = max_batch_tokens
+        self.info = ModelInfo(
+            name=resolved.name, path=str(resolved.path), kind="qwen3-reranker",
+            dimensions=loaded.config.hidden_size, max_length=max_length, device=str(device),
+            dtype=dtype_name(dtype), supports_instructions=True,
+        )
+
+    @torch.inference_mode()
+    def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]:
+        token_lists = self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate)
+        scores = [0.0] * len(token_lists)
+        for batch in plan_batches([len(t) for t in token_lists], self.max_batch_tokens):
+            input_ids, positions, seq_lens = pack([token_lists[i] for i in batch], self.device)
+            hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
+            batch_scores = self.head(hidden[last_token_indices(seq_lens, self.device)])  # [b]
+            for index, value in zip(batch, batch_scores.tolist()):
+                scores[index] = value
+        return scores
+
+
+class EmbeddingSimilarityScorer:
+    """The offline fallback of `auto`: cosine similarity of query and document embeddings."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.info = embedder.info
+
+    def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]:
+        q = self.embedder.encode([query], query=True, instruction=instruction, truncate=truncate)
+        d = self.embedder.encode(list(documents), truncate=truncate)
+        return (d @ q[0]).astype(float).tolist()
+
+
+def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_batch_tokens: int) -> RerankScorer:
+    try:
+        resolved = resolve_model(QWEN3_RERANKER_DEFAULT)
+    except ModelNotFoundError as exc:
+        embedder = Embedder(AUTO, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
+        log.warning(
+            "reranker auto -> cosine similarity with %s, because %s is not available (%s)",
+            embedder.info.name, QWEN3_RERANKER_DEFAULT, str(exc).split(". ")[0],
+        )
+        return EmbeddingSimilarityScorer(embedder)
+    log.warning("reranker auto -> %s (%s)", QWEN3_RERANKER_DEFAULT, resolved.reason)
+    return Qwen3RerankScorer(resolved, device=device, dtype=dtype, max_length=max_length,
+                             max_batch_tokens=max_batch_tokens)
+
+
+class Reranker:
+    """Scores documents against a query with Qwen3-Reranker.
+
+    >>> rr = Reranker("Qwen/Qwen3-Reranker-0.6B")
+    >>> rr.rerank("What is the capital of China?", ["Beijing is...", "Gravity is..."], top_n=1)
+    [RerankResult(index=0, score=0.99...)]
+    """
+
+    def __init__(
+        self,
+        model: str = "auto",
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        max_length: int | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    ) -> None:
+        resolved_device = resolve_device(device)
+        resolved_dtype = resolve_dtype(dtype, resolved_device)
+        length = max_length or MAX_LENGTH_DEFAULT
+        if model == AUTO:
+            self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens)
+            return
+        resolved = resolve_model(model)
+        if resolved.path.is_file() or not is_qwen3(read_config_json(resolved.path)):
+            raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
+        self.scorer = Qwen3RerankScorer(resolved, device=resolved_device, dtype=resolved_dtype,
+                                        max_length=length, max_batch_tokens=max_batch_tokens)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.scorer.info
+
+    def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
+              truncate: bool = True) -> list[float]:
+        """One relevance score per document, in the order given (P(yes) in [0, 1] for Qwen3)."""
+        check_text(query, "query")
+        docs, _ = check_texts(documents, "document")
+        if instruction is not None:
+            check_text(instruction, "instruction")
+        return self.scorer.score(query, docs, instruction, truncate)
+
+    def rerank(self, query: str, documents: str | Sequence[str], *, top_n: int | None = None,
+               instruction: str | None = None, truncate: bool = True) -> list[RerankResult]:
+        """(index, score) pairs, best first; ties keep the input order."""
+        scores = self.score(query, documents, instruction=instruction, truncate=truncate)
+        keep = check_top_n(top_n, len(scores))
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [RerankResult(i, scores[i]) for i in ranked[:keep]]

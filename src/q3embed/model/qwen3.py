@@ -1,0 +1,161 @@
+"""The Qwen3 decoder over packed token batches: pure torch, no I/O, no globals.
+
+A batch is packed, never padded: the tokens of every sequence are laid end to end in one
+[T] tensor, with `seq_lens` telling where each sequence ends. Every linear layer therefore runs
+once over [T, hidden] and no work is spent on padding; only attention looks at sequences one by
+one (causal, within each sequence).
+
+Numerics follow the reference implementation (transformers' Qwen3Model): RMSNorm in fp32 then
+cast back before the weight multiply, per-head q_norm/k_norm before RoPE, rotate_half RoPE with
+cos/sin computed in fp32, grouped-query attention, SwiGLU MLP.
+
+The state-dict keys are those of the official embedding checkpoints (no `model.` prefix):
+`embed_tokens.weight`, `layers.N.self_attn.q_proj.weight`, ..., `norm.weight`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Qwen3Config", "Qwen3Model", "rope_cos_sin"]
+
+
+@dataclass(frozen=True)
+class Qwen3Config:
+    """The hyper-parameters the decoder needs; parsed from config.json by q3embed.weights."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    max_position_embeddings: int = 32768
+    attention_bias: bool = False
+    tie_word_embeddings: bool = False
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The variance is taken in fp32 even for bf16 inputs; the reference casts back to the
+        # input dtype *before* multiplying by the weight, and so do we, to match it bit for bit.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape [T, head_dim] in fp32 for the given absolute positions [T]."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device)
+    inv_freq = 1.0 / (theta ** (exponents.float() / head_dim))  # [head_dim / 2]
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, head_dim / 2]
+    angles = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [T, heads, head_dim] rotated in fp32 (cos/sin [T, head_dim]), returned in x's dtype."""
+    x32 = x.float()
+    half = x32.shape[-1] // 2
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    out = x32 * cos[:, None, :] + rotated * sin[:, None, :]
+    return out.to(x.dtype)
+
+
+def causal_attention_packed(q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int]) -> Tensor:
+    """Causal attention within each packed sequence.
+
+    q [T, heads, head_dim], k/v [T, kv_heads, head_dim] -> [T, heads, head_dim].
+    """
+    out = torch.empty_like(q)
+    start = 0
+    for length in seq_lens:
+        end = start + length
+        # SDPA wants [heads, L, head_dim]; enable_gqa shares each kv head across its q group.
+        qi = q[start:end].transpose(0, 1)
+        ki = k[start:end].transpose(0, 1)
+        vi = v[start:end].transpose(0, 1)
+        oi = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, enable_gqa=True)
+        out[start:end] = oi.transpose(0, 1)
+        start = end
+    return out
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: Qwen3Config) -> None:
+        super().__init__()
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int]) -> Tensor:
+        tokens = x.shape[0]  # x: [T, hidden]
+        q = self.q_proj(x).view(tokens, self.heads, self.head_dim)
+        k = self.k_proj(x).view(tokens, self.kv_heads, self.head_dim)
+        v = self.v_proj(x).view(tokens, self.kv_heads, self.head_dim)
+        q = apply_rope(self.q_norm(q), cos, sin)
+        k = apply_rope(self.k_norm(k), cos, sin)
+        out = causal_attention_packed(q, k, v, seq_lens)  # [T, heads, head_dim]
+        return self.o_proj(out.reshape(tokens, self.heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: Qwen3Config) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: Qwen3Config) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int]) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, seq_lens)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3Model(nn.Module):
+    """Token ids in, final-normed hidden states out, for a packed batch."""
+
+    def __init__(self, cfg: Qwen3Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, input_ids: Tensor, positions: Tensor, seq_lens: list[int]) -> Tensor:
+        """input_ids, positions: [T] (positions restart at 0 for each sequence) -> [T, hidden]."""
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        x = self.embed_tokens(input_ids)  # [T, hidden]
+        for layer in self.layers:
+            x = layer(x, cos, sin, seq_lens)
+        return self.norm(x)
