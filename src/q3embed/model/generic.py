@@ -22,6 +22,12 @@ from ..errors import CheckpointError, InputError
 __all__ = ["EncoderSettings", "TransformersEncoder", "read_encoder_settings", "pool"]
 
 POOLING_MODES = ("mean", "cls", "lasttoken")
+# The boolean keys of sentence-transformers' 1_Pooling/config.json, per mode we support.
+_POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,10 @@ def _pooling_mode(model_dir: Path) -> str:
         mode = str(config["pooling_mode"])
         mode = "lasttoken" if mode == "last" else mode
     else:
-        enabled = [name for name in POOLING_MODES if config.get(f"pooling_mode_{name}_token") or config.get(f"pooling_mode_{name}_tokens")]
+        enabled = [mode for mode, flag in _POOLING_FLAGS.items() if config.get(flag)]
+        unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in _POOLING_FLAGS.values()]
+        if unsupported or len(enabled) > 1:
+            raise CheckpointError(f"{model_dir}: pooling {', '.join(unsupported + enabled)} is not supported (one of {', '.join(POOLING_MODES)})")
         mode = enabled[0] if enabled else "mean"
     if mode not in POOLING_MODES:
         raise CheckpointError(f"{model_dir}: pooling mode {mode!r} is not supported ({', '.join(POOLING_MODES)})")
@@ -102,7 +111,7 @@ class TransformersEncoder:
         if self.settings.lowercase:
             texts = [t.lower() for t in texts]
         limit = self.settings.max_length
-        ids = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
         out = []
         for index, seq in enumerate(ids):
             if len(seq) > limit:

@@ -1,0 +1,146 @@
+"""Reading CLI input files and writing CLI outputs.
+
+Kept apart from the argument parsing so that every file problem (missing, unreadable, bad JSON on
+line N, unknown extension) turns into one `InputError` whose message names the file and line:
+the CLI prints that one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "RerankRequest",
+    "check_output_path",
+    "read_texts",
+    "read_rerank_requests",
+    "write_embeddings",
+    "write_jsonl",
+]
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    query: str
+    documents: list[str]
+
+
+def _read_text_file(path: Path) -> str:
+    """The whole file as UTF-8; every OS or decoding failure becomes an InputError naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"input file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"input file '{path}' is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"input file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read input file '{path}': {exc.strerror or exc}") from None
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed value) for each non-blank line, so errors can cite the line."""
+    for number, line in enumerate(_read_text_file(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _text_of(value: Any, path: Path, number: int) -> str:
+    """A .jsonl embedding line is a JSON string or an object with a string `text` field."""
+    if isinstance(value, dict):
+        value = value.get("text")
+        if not isinstance(value, str):
+            raise InputError(f'{path}:{number}: an object line needs a string "text" field')
+    if not isinstance(value, str):
+        raise InputError(f'{path}:{number}: expected a JSON string or an object with a "text" field')
+    return value
+
+
+def _check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in allowed:
+        raise InputError(f"{what} file '{path}' must end in {' or '.join(allowed)}, not '{suffix or '(none)'}'")
+    return suffix
+
+
+def read_texts(path: Path) -> list[str]:
+    """Texts to embed: .txt (one per non-blank line) or .jsonl (strings or {"text": ...} objects)."""
+    if _check_suffix(path, (".txt", ".jsonl"), "input") == ".txt":
+        texts = [line for line in _read_text_file(path).splitlines() if line.strip()]
+    else:
+        texts = [_text_of(value, path, number) for number, value in _json_lines(path)]
+    if not texts:
+        raise InputError(f"input file '{path}' holds no texts")
+    return texts
+
+
+def _request_of(value: Any, path: Path, number: int) -> RerankRequest:
+    if not isinstance(value, dict):
+        raise InputError(f'{path}:{number}: expected an object {{"query": ..., "documents": [...]}}')
+    query, documents = value.get("query"), value.get("documents")
+    if not isinstance(query, str):
+        raise InputError(f'{path}:{number}: "query" must be a string')
+    if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
+        raise InputError(f'{path}:{number}: "documents" must be a non-empty list of strings')
+    return RerankRequest(query, documents)
+
+
+def read_rerank_requests(path: Path) -> list[RerankRequest]:
+    """Rerank requests: .jsonl, one {"query": str, "documents": [str, ...]} object per line."""
+    _check_suffix(path, (".jsonl",), "rerank input")
+    requests = [_request_of(value, path, number) for number, value in _json_lines(path)]
+    if not requests:
+        raise InputError(f"input file '{path}' holds no rerank requests")
+    return requests
+
+
+def write_jsonl(rows: Iterable[Any], stream: TextIO | None = None) -> None:
+    """One compact JSON value per line: easy to pipe into jq, grep or another program."""
+    out = stream if stream is not None else sys.stdout
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _embedding_rows(vectors: np.ndarray) -> Iterator[dict[str, Any]]:
+    for index, vector in enumerate(vectors):
+        yield {"index": index, "embedding": vector.tolist()}
+
+
+def check_output_path(path: Path | None) -> None:
+    """Fail before the model loads and the texts are encoded, not after minutes of work."""
+    if path is None:
+        return
+    _check_suffix(path, (".npy", ".jsonl"), "output")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write output file '{path}': folder '{path.parent}' does not exist")
+
+
+def write_embeddings(vectors: np.ndarray, path: Path | None) -> None:
+    """[N, d] float32 vectors to .npy, to .jsonl, or (path None) as JSON lines on stdout."""
+    if path is None:
+        write_jsonl(_embedding_rows(vectors))
+        return
+    suffix = _check_suffix(path, (".npy", ".jsonl"), "output")
+    try:
+        if suffix == ".npy":
+            with path.open("wb") as handle:  # a handle, so numpy cannot append a second .npy
+                np.save(handle, np.asarray(vectors, dtype=np.float32))
+        else:
+            with path.open("w", encoding="utf-8") as handle:
+                write_jsonl(_embedding_rows(vectors), handle)
+    except OSError as exc:
+        raise InputError(f"cannot write output file '{path}': {exc.strerror or exc}") from None

@@ -1,0 +1,53 @@
+"""Packing and batching never change a result: alone, in a batch, or split across batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from q3embed import Embedder, Reranker
+from q3embed.engine.batch import pack, plan_batches
+from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_embedding_dir):
+    return Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu")
+
+
+def test_each_item_alone_equals_its_vector_in_a_mixed_batch(embedder):
+    together = embedder.encode(MIXED_TEXTS)
+    for index, text in enumerate(MIXED_TEXTS):
+        alone = embedder.encode([text])[0]
+        np.testing.assert_allclose(alone, together[index], atol=2e-6)
+
+
+def test_token_budget_batches_give_the_same_vectors(tiny_embedding_dir, embedder):
+    small_batches = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", max_batch_tokens=40)
+    np.testing.assert_allclose(small_batches.encode(MIXED_TEXTS), embedder.encode(MIXED_TEXTS), atol=2e-6)
+
+
+def test_reranker_scores_do_not_depend_on_batching(tiny_reranker_dir):
+    big = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu")
+    small = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", max_batch_tokens=64)
+    together = big.score(QUERIES[0], DOCUMENTS)
+    np.testing.assert_allclose(small.score(QUERIES[0], DOCUMENTS), together, atol=1e-6)
+    for index, doc in enumerate(DOCUMENTS):
+        assert big.score(QUERIES[0], [doc])[0] == pytest.approx(together[index], abs=1e-6)
+
+
+def test_plan_batches_respects_the_budget_and_covers_every_item():
+    lengths = [5, 100, 30, 30, 7, 250, 1]
+    batches = plan_batches(lengths, max_tokens=64)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or sum(lengths[i] for i in batch) <= 64
+    # Longest first: the costliest work is never left for last.
+    assert batches[0] == [5]
+
+
+def test_pack_restarts_positions_for_each_sequence():
+    ids, positions, seq_lens = pack([[7, 8, 9], [4], [5, 6]], device="cpu")
+    assert ids.tolist() == [7, 8, 9, 4, 5, 6]
+    assert positions.tolist() == [0, 1, 2, 0, 0, 1]
+    assert seq_lens == [3, 1, 2]
