@@ -28,6 +28,24 @@ def no_q3embed_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+_LOADED: dict[tuple, Embedder | Reranker] = {}
+
+
+def _load(cls: type, model: str, **kwargs) -> Embedder | Reranker:
+    """One real load per (class, model, options): loading the Qwen3 tokenizer costs ~0.6 s each time."""
+    key = (cls, model, *sorted((k, str(v)) for k, v in kwargs.items()))
+    if key not in _LOADED:
+        _LOADED[key] = cls(model, **kwargs)
+    return _LOADED[key]
+
+
+@pytest.fixture(autouse=True)
+def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI still builds its models from the flags it parsed; equal requests share one instance."""
+    monkeypatch.setattr(cli, "Embedder", lambda model, **kwargs: _load(Embedder, model, **kwargs))
+    monkeypatch.setattr(cli, "Reranker", lambda model, **kwargs: _load(Reranker, model, **kwargs))
+
+
 @pytest.fixture(scope="module")
 def embedder(tiny_embedding_dir: Path) -> Embedder:
     return Embedder(str(tiny_embedding_dir), device="cpu", dtype="float32")
@@ -154,7 +172,7 @@ def test_rerank_input_file_with_top_n(capsys, rr, reranker, tmp_path):
     assert code == 0
     rows = lines(out)
     assert [row["query"] for row in rows] == [QUERY, QUERY, "Do cats purr?", "Do cats purr?"]
-    for request, pair in zip(requests, (rows[:2], rows[2:])):
+    for request, pair in zip(requests, (rows[:2], rows[2:]), strict=True):
         best = reranker.rerank(request["query"], request["documents"], top_n=2)
         assert [row["index"] for row in pair] == [r.index for r in best]
         assert pair[0]["score"] >= pair[1]["score"]
@@ -283,9 +301,16 @@ def _error_cases(tmp: Path) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("case", list(_error_cases(Path("."))))
+ERROR_CASES = ["missing model dir", "empty text", "dimensions 8", "missing input file", "bad json line",
+               "texts and input", "no texts", "bad output suffix", "query without documents",
+               "rerank bad input line", "usage error", "non-positive integer"]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
 def test_errors_exit_2_with_one_line(capsys, emb, tmp_path, case):
-    argv = _error_cases(tmp_path)[case]
+    cases = _error_cases(tmp_path)
+    assert sorted(cases) == sorted(ERROR_CASES)
+    argv = cases[case]
     flags = emb if "--model" not in argv else ["--dtype", "float32"]
     code, out, err = run(capsys, *argv, *flags)
     assert code == 2 and out == "" and "Traceback" not in err
@@ -301,7 +326,7 @@ def test_errors_exit_2_with_one_line(capsys, emb, tmp_path, case):
 def test_engine_warnings_go_to_stderr_unless_quiet(capsys, emb, monkeypatch):
     def warn_then_embed(*args, **kwargs):
         logging.getLogger("q3embed").warning("model auto -> %s", "somewhere")
-        return Embedder(*args, **kwargs)
+        return _load(Embedder, *args, **kwargs)
 
     monkeypatch.setattr(cli, "Embedder", warn_then_embed)
     code, out, err = run(capsys, "embed", "hello", *emb)

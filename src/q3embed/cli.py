@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import __version__
-from .cli_io import RerankRequest, check_output_path, read_rerank_requests, read_texts, write_embeddings, write_jsonl
+from .cli_io import RerankRequest, check_output_path, collect_rerank_requests, collect_texts
+from .cli_io import write_embeddings, write_jsonl
 from .engine import Embedder, Reranker, RerankResult, similarity
-from .errors import ConfigurationError, InputError, Q3EmbedError
+from .engine.device import cpu_has_fast_bf16
+from .errors import ConfigurationError, Q3EmbedError
 
 __all__ = ["main", "build_parser"]
 
@@ -275,18 +278,9 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "max_batch_tokens": args.max_batch_tokens}
 
 
-def _one_source(has_args: bool, input_path: Path | None, what: str) -> None:
-    """Arguments or --input, exactly one: mixing them would leave the output order ambiguous."""
-    if has_args and input_path is not None:
-        raise InputError(f"give {what} as arguments or with --input, not both")
-    if not has_args and input_path is None:
-        raise InputError(f"no {what}: give them as arguments or with --input FILE")
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     """Checks the inputs and the output path before the model loads, so mistakes fail fast."""
-    _one_source(bool(args.texts), args.input, "texts")
-    texts = read_texts(args.input) if args.input is not None else list(args.texts)
+    texts = collect_texts(args.texts, args.input)
     check_output_path(args.output)
     embedder = Embedder(args.model, **_model_kwargs(args))
     vectors = embedder.encode(
@@ -297,15 +291,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rerank_requests(args: argparse.Namespace) -> list[RerankRequest]:
-    _one_source(args.query is not None, args.input, "query and documents")
-    if args.input is not None:
-        return read_rerank_requests(args.input)
-    if not args.documents:
-        raise InputError("no documents to rerank: give them after the query")
-    return [RerankRequest(args.query, list(args.documents))]
-
-
 def _rerank_rows(request: RerankRequest, results: list[RerankResult], with_query: bool) -> list[dict[str, Any]]:
     head = {"query": request.query} if with_query else {}
     return [{**head, "index": r.index, "score": r.score, "document": request.documents[r.index]} for r in results]
@@ -313,7 +298,7 @@ def _rerank_rows(request: RerankRequest, results: list[RerankResult], with_query
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Results are printed request by request, so a long --input file streams its output."""
-    requests = _rerank_requests(args)
+    requests = collect_rerank_requests(args.query, args.documents, args.input)
     reranker = Reranker(args.model, **_model_kwargs(args))
     for request in requests:
         results = reranker.rerank(request.query, request.documents, top_n=args.top_n,
@@ -334,16 +319,12 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     else:
         scores = similarity(first, others)[0].tolist()
         write_jsonl({"index": i, "text": text, "similarity": score}
-                    for i, (text, score) in enumerate(zip(args.others, scores), start=1))
+                    for i, (text, score) in enumerate(zip(args.others, scores, strict=True), start=1))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Loads the models for real: the point is to see what `auto` resolves to on this machine."""
-    import torch
-
-    from .engine.device import cpu_has_fast_bf16
-
     report: dict[str, Any] = {"q3embed_version": __version__, "torch_version": torch.__version__,
                               "cuda_available": torch.cuda.is_available(), "cpu_has_fast_bf16": cpu_has_fast_bf16()}
     report["model"] = asdict(Embedder(args.model, **_model_kwargs(args)).info)

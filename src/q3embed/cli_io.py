@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,6 +21,8 @@ from .errors import InputError
 __all__ = [
     "RerankRequest",
     "check_output_path",
+    "collect_texts",
+    "collect_rerank_requests",
     "read_texts",
     "read_rerank_requests",
     "write_embeddings",
@@ -106,6 +108,33 @@ def read_rerank_requests(path: Path) -> list[RerankRequest]:
     if not requests:
         raise InputError(f"input file '{path}' holds no rerank requests")
     return requests
+
+
+def _one_source(has_args: bool, input_path: Path | None, what: str) -> None:
+    """Arguments or --input, exactly one: mixing them would leave the output order ambiguous."""
+    if has_args and input_path is not None:
+        raise InputError(f"give {what} as arguments or with --input, not both")
+    if not has_args and input_path is None:
+        raise InputError(f"no {what}: give them as arguments or with --input FILE")
+
+
+def collect_texts(texts: Sequence[str], input_path: Path | None) -> list[str]:
+    """The texts of `embed`: from the command line or from --input, never both."""
+    _one_source(bool(texts), input_path, "texts")
+    return read_texts(input_path) if input_path is not None else list(texts)
+
+
+def collect_rerank_requests(
+    query: str | None, documents: Sequence[str], input_path: Path | None
+) -> list[RerankRequest]:
+    """The requests of `rerank`: QUERY DOC... on the command line, or --input, never both."""
+    _one_source(query is not None, input_path, "query and documents")
+    if input_path is not None:
+        return read_rerank_requests(input_path)
+    assert query is not None  # _one_source: no --input means a query was given
+    if not documents:
+        raise InputError("no documents to rerank: give them after the query")
+    return [RerankRequest(query, list(documents))]
 
 
 def write_jsonl(rows: Iterable[Any], stream: TextIO | None = None) -> None:

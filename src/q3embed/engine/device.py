@@ -44,6 +44,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ConfigurationError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N ({exc})") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {device!r} was asked for, but this PyTorch sees no CUDA GPU")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ConfigurationError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     if resolved.type not in ("cpu", "cuda"):
         raise ConfigurationError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
     return resolved

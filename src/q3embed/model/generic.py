@@ -92,7 +92,9 @@ class TransformersEncoder:
 
     def __init__(self, model_dir: Path, *, dtype: torch.dtype, device: torch.device) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # stderr is for q3embed's own messages
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -140,6 +140,25 @@ def _save_shards(state: dict[str, torch.Tensor], out_dir: Path, shards: int) -> 
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
+def _sentence_transformers_files(out_dir: Path, cfg: Qwen3Config) -> None:
+    """modules.json & co. as in the official embedding repos: last-token pooling, normalise."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (out_dir / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out_dir / "1_Pooling").mkdir(exist_ok=True)
+    (out_dir / "2_Normalize").mkdir(exist_ok=True)
+    pooling = {"word_embedding_dimension": cfg.hidden_size, "pooling_mode_lasttoken": True,
+               "pooling_mode_mean_tokens": False, "include_prompt": True}
+    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    prompts = {"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+               "document": ""}
+    (out_dir / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
+
+
 def build_checkpoint(out_dir: Path, spec: CheckpointSpec = CheckpointSpec()) -> Path:
     """Write config.json, safetensors and the tokenizer files of a random Qwen3 model."""
     cfg = SHAPES[spec.shape]
@@ -153,4 +172,6 @@ def build_checkpoint(out_dir: Path, spec: CheckpointSpec = CheckpointSpec()) -> 
     (out_dir / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
     for name in ("tokenizer_config.json", "vocab.json", "merges.txt"):
         shutil.copyfile(source / name, out_dir / name)
+    if spec.kind == "embedding":
+        _sentence_transformers_files(out_dir, cfg)
     return out_dir
