@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from q3embed import Embedder, Reranker
-from q3embed.engine.batch import pack, plan_batches
+from q3embed.engine.batch import pack, plan_batches, shared_prefix_length
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
 
@@ -54,3 +54,22 @@ def test_pack_restarts_positions_for_each_sequence():
     assert ids.tolist() == [7, 8, 9, 4, 5, 6]
     assert positions.tolist() == [0, 1, 2, 0, 0, 1]
     assert seq_lens == [3, 1, 2]
+
+
+def test_shared_prefix_reranking_equals_plain_reranking(tiny_reranker_dir):
+    shared = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", max_batch_tokens=128)
+    plain = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", reuse_prefix=False)
+    for query in QUERIES:
+        for instruction in (None, "Find the passage that answers the question"):
+            np.testing.assert_allclose(
+                shared.score(query, DOCUMENTS, instruction=instruction),
+                plain.score(query, DOCUMENTS, instruction=instruction), atol=1e-5)
+    # Identical documents share everything but their last token.
+    np.testing.assert_allclose(shared.score("q", ["same doc"] * 3), plain.score("q", ["same doc"] * 3), atol=1e-5)
+
+
+def test_shared_prefix_length_leaves_each_sequence_a_token():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1], [1]]) == 0
+    assert shared_prefix_length([[9, 2], [1, 2]]) == 0

@@ -15,7 +15,7 @@ from ..weights.checkpoint import load_qwen3
 from ..weights.config import is_qwen3, read_config_json
 from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
 from .backends import ModelInfo
-from .batch import pack, plan_batches
+from .batch import pack, plan_batches, shared_prefix_length
 from .device import dtype_name, resolve_device, resolve_dtype
 from .embedder import DEFAULT_MAX_BATCH_TOKENS, Embedder
 from .inputs import check_text, check_texts, check_top_n
@@ -36,17 +36,27 @@ class RerankScorer(Protocol):
     def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]: ...
 
 
+# Below this many shared tokens a separate prefill pass costs more than it saves.
+MIN_SHARED_PREFIX = 16
+
+
 class Qwen3RerankScorer:
-    """P(yes) for each pair: the packed decoder, then two rows of lm_head at the last token."""
+    """P(yes) for each pair: the packed decoder, then two rows of lm_head at the last token.
+
+    All pairs of a request share prefix + instruction + query: those tokens are run once
+    (prefill) and their keys/values reused by every document, which then costs only its own
+    tokens plus the suffix.
+    """
 
     def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype,
-                 max_length: int, max_batch_tokens: int) -> None:
+                 max_length: int, max_batch_tokens: int, reuse_prefix: bool = True) -> None:
         self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
         loaded = load_qwen3(resolved.path, dtype=dtype, device=device, head_rows=self.tokenizer.yes_no_ids)
         self.model = loaded.model
         self.head = YesNoHead(loaded.head_rows)
         self.device = device
         self.max_batch_tokens = max_batch_tokens
+        self.reuse_prefix = reuse_prefix
         self.info = ModelInfo(
             name=resolved.name, path=str(resolved.path), kind="qwen3-reranker",
             dimensions=loaded.config.hidden_size, max_length=max_length, device=str(device),
@@ -56,10 +66,17 @@ class Qwen3RerankScorer:
     @torch.inference_mode()
     def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]:
         token_lists = self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate)
+        shared = shared_prefix_length(token_lists) if len(token_lists) > 1 and self.reuse_prefix else 0
+        prefix = None
+        if shared >= MIN_SHARED_PREFIX:
+            prefix = self.model.prefill(torch.tensor(token_lists[0][:shared], device=self.device))
+            token_lists = [ids[shared:] for ids in token_lists]
+        else:
+            shared = 0
         scores = [0.0] * len(token_lists)
         for batch in plan_batches([len(t) for t in token_lists], self.max_batch_tokens):
-            input_ids, positions, seq_lens = pack([token_lists[i] for i in batch], self.device)
-            hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
+            input_ids, positions, seq_lens = pack([token_lists[i] for i in batch], self.device, start=shared)
+            hidden = self.model(input_ids, positions, seq_lens, prefix)  # [T, hidden]
             batch_scores = self.head(hidden[last_token_indices(seq_lens, self.device)])  # [b]
             for index, value in zip(batch, batch_scores.tolist()):
                 scores[index] = value
@@ -110,7 +127,9 @@ class Reranker:
         dtype: str | torch.dtype = "auto",
         max_length: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        reuse_prefix: bool = True,
     ) -> None:
+        """reuse_prefix=False runs every pair in full (the plain computation, for comparison)."""
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, resolved_device)
         length = max_length or MAX_LENGTH_DEFAULT
@@ -121,7 +140,8 @@ class Reranker:
         if resolved.path.is_file() or not is_qwen3(read_config_json(resolved.path)):
             raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
         self.scorer = Qwen3RerankScorer(resolved, device=resolved_device, dtype=resolved_dtype,
-                                        max_length=length, max_batch_tokens=max_batch_tokens)
+                                        max_length=length, max_batch_tokens=max_batch_tokens,
+                                        reuse_prefix=reuse_prefix)
 
     @property
     def info(self) -> ModelInfo:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Qwen3Config", "Qwen3Model", "rope_cos_sin"]
+__all__ = ["Qwen3Config", "Qwen3Model", "KVPrefix", "rope_cos_sin"]
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,35 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.to(x.dtype)
 
 
-def causal_attention_packed(q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int]) -> Tensor:
-    """Causal attention within each packed sequence.
+@dataclass
+class KVPrefix:
+    """Keys and values (after RoPE) of a token prefix that every sequence of a batch continues.
 
-    q [T, heads, head_dim], k/v [T, kv_heads, head_dim] -> [T, heads, head_dim].
+    The reranker's sequences of one request all start with the same system prompt, instruction
+    and query: computed once, they are reused for every document.
+    """
+
+    keys: list[Tensor]  # per layer: [P, kv_heads, head_dim]
+    values: list[Tensor]  # per layer: [P, kv_heads, head_dim]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[0] if self.keys else 0
+
+
+def _prefix_causal_mask(queries: int, prefix: int, device: torch.device) -> Tensor:
+    """[L, P + L] bool: query j (absolute position P + j) sees keys 0 .. P + j."""
+    keys = torch.arange(prefix + queries, device=device)
+    return keys[None, :] <= (prefix + torch.arange(queries, device=device))[:, None]
+
+
+def causal_attention_packed(
+    q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], prefix: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """Causal attention within each packed sequence, each optionally continuing a shared prefix.
+
+    q [T, heads, head_dim], k/v [T, kv_heads, head_dim], prefix k/v [P, kv_heads, head_dim]
+    -> [T, heads, head_dim].
     """
     out = torch.empty_like(q)
     start = 0
@@ -85,9 +110,16 @@ def causal_attention_packed(q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int]
         end = start + length
         # SDPA wants [heads, L, head_dim]; enable_gqa shares each kv head across its q group.
         qi = q[start:end].transpose(0, 1)
-        ki = k[start:end].transpose(0, 1)
-        vi = v[start:end].transpose(0, 1)
-        oi = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, enable_gqa=True)
+        ki, vi = k[start:end], v[start:end]
+        if prefix is None:
+            oi = F.scaled_dot_product_attention(
+                qi, ki.transpose(0, 1), vi.transpose(0, 1), is_causal=True, enable_gqa=True
+            )
+        else:
+            ki = torch.cat((prefix[0], ki)).transpose(0, 1)  # [kv_heads, P + L, head_dim]
+            vi = torch.cat((prefix[1], vi)).transpose(0, 1)
+            mask = _prefix_causal_mask(length, prefix[0].shape[0], q.device)
+            oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, enable_gqa=True)
         out[start:end] = oi.transpose(0, 1)
         start = end
     return out
@@ -107,15 +139,19 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int]) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int],
+        prefix: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (output [T, hidden], k and v [T, kv_heads, head_dim] for a prefix cache)."""
         tokens = x.shape[0]  # x: [T, hidden]
         q = self.q_proj(x).view(tokens, self.heads, self.head_dim)
         k = self.k_proj(x).view(tokens, self.kv_heads, self.head_dim)
         v = self.v_proj(x).view(tokens, self.kv_heads, self.head_dim)
         q = apply_rope(self.q_norm(q), cos, sin)
         k = apply_rope(self.k_norm(k), cos, sin)
-        out = causal_attention_packed(q, k, v, seq_lens)  # [T, heads, head_dim]
-        return self.o_proj(out.reshape(tokens, self.heads * self.head_dim))
+        out = causal_attention_packed(q, k, v, seq_lens, prefix)  # [T, heads, head_dim]
+        return self.o_proj(out.reshape(tokens, self.heads * self.head_dim)), k, v
 
 
 class MLP(nn.Module):
@@ -137,9 +173,13 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int]) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, seq_lens)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int],
+        prefix: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        attended, k, v = self.self_attn(self.input_layernorm(x), cos, sin, seq_lens, prefix)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
 
 class Qwen3Model(nn.Module):
@@ -152,10 +192,28 @@ class Qwen3Model(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, input_ids: Tensor, positions: Tensor, seq_lens: list[int]) -> Tensor:
-        """input_ids, positions: [T] (positions restart at 0 for each sequence) -> [T, hidden]."""
+    def forward(
+        self, input_ids: Tensor, positions: Tensor, seq_lens: list[int], prefix: KVPrefix | None = None
+    ) -> Tensor:
+        """input_ids, positions: [T] -> final-normed hidden states [T, hidden].
+
+        Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
+        """
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         x = self.embed_tokens(input_ids)  # [T, hidden]
-        for layer in self.layers:
-            x = layer(x, cos, sin, seq_lens)
+        for index, layer in enumerate(self.layers):
+            cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
+            x, _, _ = layer(x, cos, sin, seq_lens, cached)
         return self.norm(x)
+
+    def prefill(self, input_ids: Tensor) -> KVPrefix:
+        """Keys and values of one token sequence [P] at positions 0 .. P-1, for reuse."""
+        positions = torch.arange(input_ids.shape[0], device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        x = self.embed_tokens(input_ids)
+        cache = KVPrefix(keys=[], values=[])
+        for layer in self.layers:
+            x, k, v = layer(x, cos, sin, [input_ids.shape[0]])
+            cache.keys.append(k)
+            cache.values.append(v)
+        return cache
