@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from q3embed import Embedder, Reranker
 from q3embed.testing.checkpoints import CheckpointSpec, build_checkpoint
 
 
@@ -20,3 +21,14 @@ def tiny_reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random Qwen3-Reranker checkpoint: `model.`-prefixed keys and lm_head, no EOS post-processor."""
     spec = CheckpointSpec(kind="reranker", prefixed_keys=True, eos_post_processor=False)
     return build_checkpoint(tmp_path_factory.mktemp("tiny-reranker"), spec)
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_embedding_dir) -> Embedder:
+    """The tiny embedding model in fp32 on CPU, where parity is exact to 1e-5."""
+    return Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reranker(tiny_reranker_dir) -> Reranker:
+    return Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu")

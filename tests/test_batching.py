@@ -10,11 +10,6 @@ from q3embed.engine.batch import pack, plan_batches, shared_prefix_length
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
 
-@pytest.fixture(scope="module")
-def embedder(tiny_embedding_dir):
-    return Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu")
-
-
 def test_each_item_alone_equals_its_vector_in_a_mixed_batch(embedder):
     together = embedder.encode(MIXED_TEXTS)
     for index, text in enumerate(MIXED_TEXTS):

@@ -46,16 +46,6 @@ def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "Reranker", lambda model, **kwargs: _load(Reranker, model, **kwargs))
 
 
-@pytest.fixture(scope="module")
-def embedder(tiny_embedding_dir: Path) -> Embedder:
-    return Embedder(str(tiny_embedding_dir), device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def reranker(tiny_reranker_dir: Path) -> Reranker:
-    return Reranker(str(tiny_reranker_dir), device="cpu", dtype="float32")
-
-
 @pytest.fixture
 def emb(tiny_embedding_dir: Path) -> list[str]:
     """Model flags for the embedding commands."""

@@ -5,17 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from q3embed import ConfigurationError, Embedder, InputError, Reranker, similarity
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_embedding_dir):
-    return Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def reranker(tiny_reranker_dir):
-    return Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu")
+from q3embed import ConfigurationError, Embedder, InputError, similarity
 
 
 def test_every_mrl_size_is_the_sliced_then_renormalised_full_vector(embedder):

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from q3embed import Embedder, Reranker
 from q3embed.text.prompts import query_text
 from reference import reference_embeddings, reference_rerank
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_embedding_dir):
-    return Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def reranker(tiny_reranker_dir):
-    return Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu")
 
 
 def test_mixed_batch_spans_1_to_300_tokens(embedder):

@@ -67,12 +67,12 @@ class Qwen3RerankScorer:
     def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]:
         token_lists = self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate)
         shared = shared_prefix_length(token_lists) if len(token_lists) > 1 and self.reuse_prefix else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
         prefix = None
-        if shared >= MIN_SHARED_PREFIX:
+        if shared:
             prefix = self.model.prefill(torch.tensor(token_lists[0][:shared], device=self.device))
             token_lists = [ids[shared:] for ids in token_lists]
-        else:
-            shared = 0
         scores = [0.0] * len(token_lists)
         for batch in plan_batches([len(t) for t in token_lists], self.max_batch_tokens):
             input_ids, positions, seq_lens = pack([token_lists[i] for i in batch], self.device, start=shared)

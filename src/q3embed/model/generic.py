@@ -54,9 +54,11 @@ def _pooling_mode(model_dir: Path) -> str:
         mode = "lasttoken" if mode == "last" else mode
     else:
         enabled = [mode for mode, flag in _POOLING_FLAGS.items() if config.get(flag)]
-        unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in _POOLING_FLAGS.values()]
+        unsupported = [key for key, on in config.items()
+                       if key.startswith("pooling_mode_") and on and key not in _POOLING_FLAGS.values()]
         if unsupported or len(enabled) > 1:
-            raise CheckpointError(f"{model_dir}: pooling {', '.join(unsupported + enabled)} is not supported (one of {', '.join(POOLING_MODES)})")
+            raise CheckpointError(f"{model_dir}: pooling {', '.join(unsupported + enabled)} is not supported "
+                                  f"(one of {', '.join(POOLING_MODES)})")
         mode = enabled[0] if enabled else "mean"
     if mode not in POOLING_MODES:
         raise CheckpointError(f"{model_dir}: pooling mode {mode!r} is not supported ({', '.join(POOLING_MODES)})")

@@ -85,10 +85,6 @@ class KVPrefix:
     keys: list[Tensor]  # per layer: [P, kv_heads, head_dim]
     values: list[Tensor]  # per layer: [P, kv_heads, head_dim]
 
-    @property
-    def length(self) -> int:
-        return self.keys[0].shape[0] if self.keys else 0
-
 
 def _prefix_causal_mask(queries: int, prefix: int, device: torch.device) -> Tensor:
     """[L, P + L] bool: query j (absolute position P + j) sees keys 0 .. P + j."""
@@ -199,21 +195,26 @@ class Qwen3Model(nn.Module):
 
         Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
         """
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-        x = self.embed_tokens(input_ids)  # [T, hidden]
-        for index, layer in enumerate(self.layers):
-            cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
-            x, _, _ = layer(x, cos, sin, seq_lens, cached)
-        return self.norm(x)
+        return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix))
 
     def prefill(self, input_ids: Tensor) -> KVPrefix:
         """Keys and values of one token sequence [P] at positions 0 .. P-1, for reuse."""
         positions = torch.arange(input_ids.shape[0], device=input_ids.device)
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-        x = self.embed_tokens(input_ids)
         cache = KVPrefix(keys=[], values=[])
-        for layer in self.layers:
-            x, k, v = layer(x, cos, sin, [input_ids.shape[0]])
-            cache.keys.append(k)
-            cache.values.append(v)
+        self._run_layers(input_ids, positions, [input_ids.shape[0]], None, collect=cache)
         return cache
+
+    def _run_layers(
+        self, input_ids: Tensor, positions: Tensor, seq_lens: list[int],
+        prefix: KVPrefix | None, collect: KVPrefix | None = None,
+    ) -> Tensor:
+        """Hidden states [T, hidden] before the final norm; appends each layer's k/v to `collect`."""
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        x = self.embed_tokens(input_ids)  # [T, hidden]
+        for index, layer in enumerate(self.layers):
+            cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
+            x, k, v = layer(x, cos, sin, seq_lens, cached)
+            if collect is not None:
+                collect.keys.append(k)
+                collect.values.append(v)
+        return x
