@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import q3embed.cli as cli
+import q3embed.cli.core as cli_core
 from q3embed import Embedder, Reranker, similarity
 from q3embed.cli import main
 
@@ -42,8 +43,8 @@ def _load(cls: type, model: str, **kwargs) -> Embedder | Reranker:
 @pytest.fixture(autouse=True)
 def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI still builds its models from the flags it parsed; equal requests share one instance."""
-    monkeypatch.setattr(cli, "Embedder", lambda model, **kwargs: _load(Embedder, model, **kwargs))
-    monkeypatch.setattr(cli, "Reranker", lambda model, **kwargs: _load(Reranker, model, **kwargs))
+    monkeypatch.setattr(cli_core, "Embedder", lambda model, **kwargs: _load(Embedder, model, **kwargs))
+    monkeypatch.setattr(cli_core, "Reranker", lambda model, **kwargs: _load(Reranker, model, **kwargs))
 
 
 @pytest.fixture
@@ -265,7 +266,7 @@ def test_every_flag_shows_its_env_twin(capsys):
     for command in ("embed", "rerank", "similarity", "info"):
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and "examples:" in out
-        for action in cli._options(cli._subcommands(cli.build_parser())[command]):
+        for action in cli.options(cli._subcommands(cli.build_parser())[command]):
             assert f"[env: {action.env_var}]" in " ".join(out.split())
 
 
@@ -318,7 +319,7 @@ def test_engine_warnings_go_to_stderr_unless_quiet(capsys, emb, monkeypatch):
         logging.getLogger("q3embed").warning("model auto -> %s", "somewhere")
         return _load(Embedder, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "Embedder", warn_then_embed)
+    monkeypatch.setattr(cli_core, "Embedder", warn_then_embed)
     code, out, err = run(capsys, "embed", "hello", *emb)
     assert code == 0 and err == "q3embed: model auto -> somewhere\n" and len(lines(out)) == 1
     code, out, err = run(capsys, "--quiet", "embed", "hello", *emb)

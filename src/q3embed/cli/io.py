@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "RerankRequest",

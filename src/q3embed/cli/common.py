@@ -1,0 +1,67 @@
+"""Flags and helpers that several commands share, so scripts can pass the same flags everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .env import ENV_PREFIX
+
+__all__ = ["PROG", "DTYPES", "positive_int", "add_model_flags", "add_query_flags", "subparser", "model_kwargs"]
+
+PROG = "q3embed"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (sizes, lengths and counts are never zero or negative)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding") -> None:
+    """The flags that pick and place a model; the same on every command so scripts can share them."""
+    model = parser.add_argument(
+        "--model", metavar="MODEL", default="auto",
+        help=f"{what} model: a local directory, a Hugging Face id, or auto (default: auto; "
+        + ("Qwen/Qwen3-Reranker-0.6B if cached or downloadable, else cosine similarity of embeddings)"
+           if what == "reranker" else
+           "Qwen/Qwen3-Embedding-0.6B if cached or downloadable, else the bundled all-MiniLM-L6-v2)"))
+    if what == "reranker":
+        model.env_var = ENV_PREFIX + "RERANKER"  # type: ignore[attr-defined]  # Q3EMBED_MODEL names the embedder
+    parser.add_argument("--device", metavar="DEVICE", default="auto",
+                        help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="precision; auto = bfloat16 on GPUs and on CPUs with native bf16, "
+                        "float32 on other CPUs (default: auto)")
+    parser.add_argument("--max-length", type=positive_int, metavar="N",
+                        help="longest input in tokens; longer ones are cut (default: the model's, 8192 for Qwen3)")
+    parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N", default=8192,
+                        help="tokens per forward pass; lower it if memory runs out (default: 8192)")
+
+
+def subparser(sub: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=description, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_query_flags(parser: argparse.ArgumentParser, first: str = "texts") -> None:
+    parser.add_argument("--query", action="store_true",
+                        help=f"embed the {first} as search queries (wrapped in the model's query prompt)")
+    parser.add_argument("--instruction", metavar="TEXT",
+                        help="task instruction for the query prompt; implies --query "
+                        "(default: the model card's web-search instruction)")
+    parser.add_argument("--dimensions", type=positive_int, metavar="N",
+                        help="keep the first N dimensions (Matryoshka), from 32 to the model's size")
+
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"device": args.device, "dtype": args.dtype, "max_length": args.max_length,
+            "max_batch_tokens": args.max_batch_tokens}
+
