@@ -1,7 +1,16 @@
 """q3embed: Qwen3-Embedding and Qwen3-Reranker, exactly right and fast."""
 
 from .engine import Embedder, Reranker, RerankResult, similarity
-from .errors import CheckpointError, ConfigurationError, InputError, ModelNotFoundError, Q3EmbedError
+from .errors import (
+    CheckpointError,
+    ConfigurationError,
+    ConflictError,
+    InputError,
+    ModelNotFoundError,
+    NotFoundError,
+    OverloadedError,
+    Q3EmbedError,
+)
 
 __version__ = "0.1.0"
 
@@ -15,5 +24,8 @@ __all__ = [
     "ModelNotFoundError",
     "CheckpointError",
     "ConfigurationError",
+    "NotFoundError",
+    "ConflictError",
+    "OverloadedError",
     "__version__",
 ]
