@@ -9,7 +9,7 @@ from typing import NamedTuple, Protocol
 import torch
 
 from ..errors import CheckpointError, ModelNotFoundError
-from ..model.heads import YesNoHead, last_token_indices
+from ..model.heads import YesNoHead, last_token_indices, matryoshka
 from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
 from ..weights.checkpoint import load_qwen3
 from ..weights.config import is_qwen3, read_config_json
@@ -31,9 +31,15 @@ class RerankResult(NamedTuple):
 
 
 class RerankScorer(Protocol):
+    """Tokenizing and scoring are separate steps so that a server can tokenize the next request
+    on another thread while the model scores this one."""
+
     info: ModelInfo
 
-    def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]: ...
+    def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
+                 truncate: bool) -> list[list[int]]: ...
+
+    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]: ...
 
 
 # Below this many shared tokens a separate prefill pass costs more than it saves.
@@ -63,9 +69,13 @@ class Qwen3RerankScorer:
             dtype=dtype_name(dtype), supports_instructions=True,
         )
 
+    def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
+                 truncate: bool) -> list[list[int]]:
+        """prefix + instruction + query + document + suffix ids, one list per document."""
+        return self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate)
+
     @torch.inference_mode()
-    def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]:
-        token_lists = self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate)
+    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
         shared = shared_prefix_length(token_lists) if len(token_lists) > 1 and self.reuse_prefix else 0
         if shared < MIN_SHARED_PREFIX:
             shared = 0
@@ -90,10 +100,15 @@ class EmbeddingSimilarityScorer:
         self.embedder = embedder
         self.info = embedder.info
 
-    def score(self, query: str, documents: Sequence[str], instruction: str | None, truncate: bool) -> list[float]:
-        q = self.embedder.encode([query], query=True, instruction=instruction, truncate=truncate)
-        d = self.embedder.encode(list(documents), truncate=truncate)
-        return (d @ q[0]).astype(float).tolist()
+    def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
+                 truncate: bool) -> list[list[int]]:
+        """The query (in its query prompt) first, then the documents."""
+        query_text = self.embedder.backend.query_text(query, instruction)
+        return self.embedder.backend.tokenize([query_text, *documents], truncate=truncate)
+
+    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
+        vectors = matryoshka(self.embedder.embed_tokens(token_lists), None, True)  # [1 + docs, hidden]
+        return (vectors[1:] @ vectors[0]).tolist()
 
 
 def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_batch_tokens: int) -> RerankScorer:
@@ -150,11 +165,20 @@ class Reranker:
     def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
               truncate: bool = True) -> list[float]:
         """One relevance score per document, in the order given (P(yes) in [0, 1] for Qwen3)."""
+        return self.score_tokens(self.tokenize(query, documents, instruction=instruction, truncate=truncate))
+
+    def tokenize(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
+                 truncate: bool = True) -> list[list[int]]:
+        """The exact token ids the scorer sees, for `score_tokens` (and for counting usage)."""
         check_text(query, "query")
         docs, _ = check_texts(documents, "document")
         if instruction is not None:
             check_text(instruction, "instruction")
-        return self.scorer.score(query, docs, instruction, truncate)
+        return self.scorer.tokenize(query, docs, instruction, truncate)
+
+    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
+        """Scores for the output of `tokenize`, in the same order."""
+        return self.scorer.score_tokens(token_lists)
 
     def rerank(self, query: str, documents: str | Sequence[str], *, top_n: int | None = None,
                instruction: str | None = None, truncate: bool = True) -> list[RerankResult]:
