@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import Q3EmbedError
-from . import core
+from . import core, serve
 from .common import PROG
 from .env import annotate_env, apply_env, options  # noqa: F401  (options: used by tests and tools)
 
@@ -31,6 +31,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     core.add_rerank,
     core.add_similarity,
     core.add_info,
+    serve.add_serve,
 )
 
 

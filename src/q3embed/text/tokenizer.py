@@ -73,6 +73,11 @@ class Qwen3Tokenizer:
             raise CheckpointError(f"{token!r} is not a single token in this tokenizer: {ids}")
         return ids[0]
 
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the special added tokens (<|endoftext|>, <|im_start|>, ...)."""
+        return frozenset(i for i, token in self._tok.get_added_tokens_decoder().items() if token.special)
+
     def encode_raw(self, texts: Sequence[str]) -> list[Encoding]:
         """Plain tokenization: no post-processor, no truncation."""
         return self._tok.encode_batch(list(texts), add_special_tokens=False)

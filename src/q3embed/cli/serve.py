@@ -1,0 +1,76 @@
+"""`q3embed serve`: the HTTP server (OpenAI, Cohere/Jina, TEI and Ollama APIs) over the engine."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..engine.engine import EngineOptions
+from .common import add_model_flags, positive_int, subparser
+
+__all__ = ["add_serve"]
+
+
+def add_serve(sub: Any) -> None:
+    p = subparser(sub, "serve", "serve the models over HTTP (OpenAI, Cohere/Jina, TEI, Ollama APIs)",
+                  "Serve one embedding model and optionally one reranker over HTTP:\n"
+                  "  POST /v1/embeddings (OpenAI)   POST /v1/rerank (Cohere/Jina)\n"
+                  "  POST /embed /rerank /tokenize (TEI)   POST /api/embed (Ollama)\n"
+                  "  GET /v1/models /health /metrics /docs\n"
+                  "Requests of all clients are batched together under --max-batch-tokens; when more\n"
+                  "than --max-queued-requests wait, new ones get 429 with Retry-After.",
+                  "  q3embed serve\n"
+                  "  q3embed serve --model Qwen/Qwen3-Embedding-0.6B --reranker Qwen/Qwen3-Reranker-0.6B\n"
+                  "  q3embed serve --host 0.0.0.0 --port 8080 --api-key $SECRET --no-reranker")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    p.add_argument("--reranker", metavar="MODEL", default="auto",
+                   help="reranker model: a directory, a Hugging Face id, or auto (default: auto)")
+    p.add_argument("--no-reranker", action="store_true", help="serve embeddings only")
+    p.add_argument("--api-key", action="append", metavar="KEY", default=None,
+                   help="require this key (Authorization: Bearer KEY); repeat for several; "
+                   "the environment twin takes a comma-separated list")
+    p.add_argument("--served-model-name", action="append", metavar="NAME", default=None,
+                   help="another name clients may pass as `model` (e.g. text-embedding-3-small); repeatable")
+    p.add_argument("--max-queued-requests", type=positive_int, default=256, metavar="N",
+                   help="requests that may wait for the model before new ones get 429 (default: 256)")
+    p.add_argument("--max-queued-tokens", type=positive_int, default=262_144, metavar="N",
+                   help="tokens that may wait for the model before new requests get 429 (default: 262144)")
+    p.add_argument("--max-items-per-request", type=positive_int, default=2048, metavar="N",
+                   help="inputs per embeddings request (default: 2048)")
+    p.add_argument("--max-body-bytes", type=positive_int, default=16 * 1024 * 1024, metavar="N",
+                   help="largest request body; larger ones get 413 (default: 16 MiB)")
+    p.add_argument("--graceful-timeout", type=positive_int, default=30, metavar="SECONDS",
+                   help="on SIGTERM, how long in-flight requests may take to finish (default: 30)")
+    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
+                   help="uvicorn's log level (default: info)")
+    add_model_flags(p)
+    p.set_defaults(handler=cmd_serve)
+
+
+def _split(values: list[str] | str | None) -> tuple[str, ...]:
+    """Repeated flags, or a comma-separated environment value, as one tuple."""
+    if values is None:
+        return ()
+    items = [values] if isinstance(values, str) else values
+    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    from ..server.config import ServerConfig
+
+    engine = EngineOptions(model=args.model, reranker=None if args.no_reranker else args.reranker,
+                           device=args.device, dtype=args.dtype, max_length=args.max_length,
+                           max_batch_tokens=args.max_batch_tokens, max_queued_requests=args.max_queued_requests,
+                           max_queued_tokens=max(args.max_queued_tokens, args.max_batch_tokens))
+    return ServerConfig(engine=engine, host=args.host, port=args.port, api_keys=_split(args.api_key),
+                        served_model_names=_split(args.served_model_name),
+                        max_items_per_request=args.max_items_per_request, max_body_bytes=args.max_body_bytes,
+                        graceful_timeout_s=float(args.graceful_timeout), log_level=args.log_level)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..server.run import serve  # FastAPI and uvicorn load only for this command
+
+    serve(server_config(args))
+    return 0

@@ -1,0 +1,129 @@
+"""The FastAPI application: routes of each API family, errors rendered per family, ops endpoints.
+
+    app = create_app(Engine.load(EngineOptions()), ServerConfig())
+    uvicorn.run(app)
+
+The app owns the engine's worker: it starts it when the server starts, and stops it (after the
+queued work is done) when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..engine.engine import Engine
+from ..engine.worker import EngineFailure, EngineStopped
+from ..errors import Q3EmbedError
+from . import routes_openai, routes_tei
+from .config import ServerConfig
+from .errors import HTTPProblem, error_kind, error_response
+from .metrics import CONTENT_TYPE, Metrics
+from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from .state import AppState, ClientDisconnected
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("q3embed")
+
+# HTTP status 499 (nginx's "client closed request"): nobody reads it, the metrics and logs do.
+CLIENT_CLOSED = 499
+
+
+def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
+    config = config or ServerConfig()
+    metrics = Metrics()
+    engine.worker.observer = metrics
+    metrics.watch_queue(lambda: engine.worker.queued_requests, lambda: engine.worker.queued_tokens)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop(timeout=config.graceful_timeout_s)
+
+    app = FastAPI(title="q3embed", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Qwen3-Embedding and Qwen3-Reranker over the OpenAI, Cohere/Jina, TEI and "
+                  "Ollama APIs.")
+    app.state.q3embed = AppState(engine, config, metrics)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_tei.router)
+    _add_ops_routes(app)
+    _add_error_handlers(app)
+    # Outermost last: metrics see every answer, auth runs before the body is read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=config.api_keys)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _add_ops_routes(app: FastAPI) -> None:
+    import swagger_ui_bundle  # the Swagger UI files, shipped in a wheel: the docs need no CDN
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="q3embed API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+
+    @app.get("/health", tags=["Operations"])
+    async def health(request: Request) -> JSONResponse:
+        """200 while the engine's worker runs; 503 once it has stopped or died."""
+        engine: Engine = request.app.state.q3embed.engine
+        if engine.alive:
+            return JSONResponse({"status": "ok"})
+        return error_response("/health", 503, "the engine is not running")
+
+    @app.get("/metrics", tags=["Operations"])
+    async def metrics(request: Request) -> Response:
+        return Response(request.app.state.q3embed.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def known(request: Request, exc: Exception) -> Response:
+        kind = error_kind(exc)
+        if kind.status == 429:
+            request.app.state.q3embed.metrics.rejected.inc()
+        return error_response(request.url.path, kind.status, str(exc))
+
+    for kind in (Q3EmbedError, HTTPProblem, EngineFailure, EngineStopped):
+        app.add_exception_handler(kind, known)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(request.url.path, 422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(request.url.path, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(ClientDisconnected)
+    async def gone(request: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=CLIENT_CLOSED)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,31 @@
+"""Server configuration as data: what the CLI flags (and their Q3EMBED_* twins) fill in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..engine.engine import EngineOptions
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    # Names clients may pass as `model`; the loaded model's own name is always accepted.
+    served_model_names: tuple[str, ...] = ()
+    max_items_per_request: int = 2048  # OpenAI's own limit for one embeddings request
+    max_documents_per_rerank: int = 1000  # Cohere's limit
+    max_body_bytes: int = 16 * 1024 * 1024
+    graceful_timeout_s: float = 30.0
+    log_level: str = "info"
+
+    def printable(self) -> dict[str, Any]:
+        """The configuration as printed at start-up: API keys are counted, never shown."""
+        shown = asdict(self)
+        shown["api_keys"] = f"{len(self.api_keys)} configured" if self.api_keys else "none (open server)"
+        return shown

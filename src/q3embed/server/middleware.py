@@ -1,0 +1,131 @@
+"""Pure ASGI middleware: API keys, body size, and per-request metrics.
+
+Pure ASGI (not BaseHTTPMiddleware) so that the `http.disconnect` message still reaches the
+handlers, which drop a departed client's queued work.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+from .metrics import Metrics
+
+__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware", "OPEN_PATHS"]
+
+# Reachable without a key: liveness probes and the API docs.
+OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+OPEN_PREFIXES = ("/docs/static/",)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+class ApiKeyMiddleware:
+    """`Authorization: Bearer KEY` (OpenAI, Cohere, TEI clients) or `X-API-Key: KEY`; else 401."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    def _allowed(self, scope: Scope) -> bool:
+        bearer = _header(scope, b"authorization")
+        given = bearer[7:].strip() if bearer[:7].lower() == "bearer " else _header(scope, b"x-api-key").strip()
+        candidate = given.encode()
+        # Compare with every key, without stopping at a match: the time taken says nothing.
+        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or not self.keys or path in OPEN_PATHS
+                or path.startswith(OPEN_PREFIXES) or self._allowed(scope)):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(path, 401, "a valid API key is required: send 'Authorization: Bearer KEY'")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Reads the body up to the limit, then replays it; one byte more is a 413 before any parsing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is larger than the limit of {self.max_bytes} bytes"
+        await error_response(scope.get("path", ""), 413, message)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """The buffered body once, then the real channel (which later carries http.disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class MetricsMiddleware:
+    """Counts every answer by route template (not raw path, which would explode the labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

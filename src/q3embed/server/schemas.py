@@ -1,0 +1,147 @@
+"""Request and response bodies of every endpoint, as the clients of each API family send them.
+
+Unknown fields are ignored (clients add their own, e.g. OpenAI's `user`); wrong types are 422
+with the field named. Token-id arrays are accepted by the schema only so that the handler can
+answer them with a 400 that explains the fix, instead of a bare validation error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "RerankRequest",
+    "RerankResponse",
+    "TEIEmbedRequest",
+    "TEIRerankRequest",
+    "TEITokenizeRequest",
+    "OllamaEmbedRequest",
+    "OllamaEmbeddingsRequest",
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- OpenAI /v1/embeddings
+
+
+class EmbeddingRequest(_Request):
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A string or a list of strings. Token-id arrays are refused with a 400.")
+    model: str | None = Field(None, description="The served model's name; omitted means the served model.")
+    dimensions: int | None = Field(None, description="Matryoshka output size, from 32 to the model's hidden size.")
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+    input_type: Literal["query", "document"] | None = Field(
+        None, description="q3embed extension: 'query' wraps each input in the model's query instruction.")
+    instruction: str | None = Field(
+        None, description="q3embed extension: the task instruction of a query (implies input_type=query).")
+    truncate: bool = Field(True, description="q3embed extension: cut over-long inputs (false: refuse them).")
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # base64 of little-endian float32 when encoding_format=base64
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+# ---------------------------------------------------------------- Cohere / Jina /v1/rerank
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: str
+
+
+class RerankRequest(_Request):
+    query: str
+    documents: list[str | RerankDocument] = Field(description="Strings, or objects with a `text` field.")
+    model: str | None = None
+    top_n: int | None = Field(None, description="Return only the best N results.")
+    return_documents: bool = False
+    instruction: str | None = Field(None, description="q3embed extension: the reranker's task instruction.")
+    truncate: bool = Field(True, description="q3embed extension: cut over-long documents (false: refuse them).")
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage
+    meta: dict = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- text-embeddings-inference
+
+
+class TEIEmbedRequest(_Request):
+    inputs: str | list[str]
+    normalize: bool = True
+    truncate: bool = False  # TEI's default: over-long inputs are an error unless truncate=true
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    prompt_name: str | None = Field(None, description="'query' embeds the inputs as queries.")
+    dimensions: int | None = None
+
+
+class TEIRerankRequest(_Request):
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = False
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+
+
+class TEITokenizeRequest(_Request):
+    inputs: str | list[str]
+    add_special_tokens: bool = True
+    prompt_name: str | None = None
+
+
+# ---------------------------------------------------------------- Ollama
+
+
+class OllamaEmbedRequest(_Request):
+    model: str | None = None
+    input: str | list[str]
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: str | int | None = None
+    options: dict | None = None
+
+
+class OllamaEmbeddingsRequest(_Request):
+    """The older /api/embeddings: one prompt, one unnormalised vector."""
+
+    model: str | None = None
+    prompt: str
+    keep_alive: str | int | None = None
+    options: dict | None = None

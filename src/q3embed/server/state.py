@@ -1,0 +1,97 @@
+"""What every route needs: the engine, the configuration, the metrics, and two shared rules
+(which model names a request may name, and dropping the work of a client that left)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+
+from ..engine.backends import ModelInfo
+from ..engine.engine import Engine
+from ..errors import InputError, NotFoundError
+from .config import ServerConfig
+from .metrics import Metrics
+
+__all__ = ["AppState", "ClientDisconnected", "State", "app_state", "texts_of"]
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+@dataclass
+class AppState:
+    engine: Engine
+    config: ServerConfig
+    metrics: Metrics
+
+    def model_names(self, info: ModelInfo) -> list[str]:
+        """The model's own name, its directory name, and the configured aliases."""
+        names = [info.name, Path(info.path).name, *self.config.served_model_names]
+        return list(dict.fromkeys(n for n in names if n))
+
+    def embedding_model(self, requested: str | None) -> str:
+        return self._check_model(requested, self.engine.embedding_info, "embedding")
+
+    def reranker_model(self, requested: str | None) -> str:
+        info = self.engine.reranker_info
+        if info is None:
+            raise NotFoundError("this server has no reranker: start it with --reranker MODEL (or auto)")
+        return self._check_model(requested, info, "reranker")
+
+    def _check_model(self, requested: str | None, info: ModelInfo, what: str) -> str:
+        names = self.model_names(info)
+        if requested in (None, "") or requested in names:
+            return names[0]
+        raise NotFoundError(f"model {requested!r} is not served here; the {what} model is "
+                            + " or ".join(repr(n) for n in names))
+
+    def check_count(self, count: int, limit: int, what: str) -> None:
+        if count > limit:
+            raise InputError(f"{count} {what} in one request; the limit is {limit}: split the request")
+
+    async def until_disconnected(self, request: Request, work: Awaitable[T]) -> T:
+        """Await `work`; if the client disconnects first, cancel it (queued work is then dropped)."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(_disconnect(request))
+        try:
+            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        self.metrics.disconnects.inc()
+        raise ClientDisconnected()
+
+
+async def _disconnect(request: Request) -> None:
+    # The body has been read already, so the next message on the channel is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.q3embed
+
+
+State = Annotated[AppState, Depends(app_state)]  # a route parameter `state: State` receives the AppState
+
+
+def texts_of(value: str | Sequence[object]) -> list[str] | str:
+    """Strings as given; token-id arrays get a 400 that says what to do instead."""
+    if isinstance(value, str):
+        return value
+    if any(isinstance(item, (int, list)) for item in value):
+        raise InputError(
+            "token-id arrays are not accepted: this server tokenizes text itself, with the exact "
+            "rules the model needs. Send strings. LangChain's OpenAIEmbeddings sends token ids "
+            "by default: pass check_embedding_ctx_length=False.")
+    return list(value)  # type: ignore[arg-type]
