@@ -18,8 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
+from ..engine.device import set_cpu_threads
 from ..errors import Q3EmbedError
 from . import core, serve
+from . import collections as collections_cmd
 from .common import PROG
 from .env import annotate_env, apply_env, options  # noqa: F401  (options: used by tests and tools)
 
@@ -32,6 +34,9 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     core.add_similarity,
     core.add_info,
     serve.add_serve,
+    collections_cmd.add_index,
+    collections_cmd.add_search,
+    collections_cmd.add_collections,
 )
 
 
@@ -104,6 +109,8 @@ def _detach_log_handler(handler: logging.Handler, level: int, propagate: bool) -
 
 def _run(handler: Handler, args: argparse.Namespace) -> int:
     try:
+        if hasattr(args, "threads"):  # every command that runs a model
+            set_cpu_threads(args.threads)
         return handler(args)
     except Q3EmbedError as exc:
         return _error(str(exc))

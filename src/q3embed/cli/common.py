@@ -43,6 +43,9 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         help="longest input in tokens; longer ones are cut (default: the model's, 8192 for Qwen3)")
     parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N", default=8192,
                         help="tokens per forward pass; lower it if memory runs out (default: 8192)")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads for the model (default: every CPU this process may use, "
+                        "container quota included)")
 
 
 def subparser(sub: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigurationError
 
-__all__ = ["resolve_device", "resolve_dtype", "cpu_has_fast_bf16", "dtype_name", "DTYPE_NAMES"]
+__all__ = ["resolve_device", "resolve_dtype", "cpu_has_fast_bf16", "dtype_name", "DTYPE_NAMES", "usable_cpus",
+           "set_cpu_threads"]
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -70,3 +73,28 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may really use: its affinity mask, capped by a container's CPU quota.
+
+    torch sizes its pool from the machine's cores; in a container limited to 2 CPUs on a 64-core
+    host that means 64 threads fighting over 2 CPUs, which is many times slower.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def set_cpu_threads(threads: int | None = None) -> int:
+    """Size torch's CPU thread pool: every usable CPU and no more (or `threads` when given)."""
+    if threads is not None and threads < 1:
+        raise ConfigurationError(f"threads must be a positive integer, got {threads}")
+    count = threads or usable_cpus()
+    torch.set_num_threads(count)
+    return count
