@@ -13,6 +13,7 @@ from ..model.heads import YesNoHead, last_token_indices, matryoshka
 from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
 from ..weights.checkpoint import load_qwen3
 from ..weights.config import is_qwen3, read_config_json
+from ..weights.gguf import is_gguf_file, load_gguf_qwen3
 from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
 from .backends import ModelInfo
 from .batch import pack, plan_batches, shared_prefix_length
@@ -56,8 +57,12 @@ class Qwen3RerankScorer:
 
     def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype,
                  max_length: int, max_batch_tokens: int, reuse_prefix: bool = True) -> None:
-        self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
-        loaded = load_qwen3(resolved.path, dtype=dtype, device=device, head_rows=self.tokenizer.yes_no_ids)
+        if is_gguf_file(resolved.path):
+            self.tokenizer, loaded = load_gguf_qwen3(resolved.path, max_length=max_length, dtype=dtype,
+                                                     device=device, reranker=True)
+        else:
+            self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
+            loaded = load_qwen3(resolved.path, dtype=dtype, device=device, head_rows=self.tokenizer.yes_no_ids)
         self.model = loaded.model
         self.head = YesNoHead(loaded.head_rows)
         self.device = device
@@ -152,7 +157,8 @@ class Reranker:
             self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens)
             return
         resolved = resolve_model(model)
-        if resolved.path.is_file() or not is_qwen3(read_config_json(resolved.path)):
+        if not is_gguf_file(resolved.path) and (
+                resolved.path.is_file() or not is_qwen3(read_config_json(resolved.path))):
             raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
         self.scorer = Qwen3RerankScorer(resolved, device=resolved_device, dtype=resolved_dtype,
                                         max_length=length, max_batch_tokens=max_batch_tokens,

@@ -43,7 +43,7 @@ class _Problems:
     unexpected: list[str] = field(default_factory=list)
     misshaped: list[str] = field(default_factory=list)
 
-    def raise_if_any(self, model_dir: Path) -> None:
+    def raise_if_any(self, model_dir: Path, source: str = "its config.json") -> None:
         parts = []
         for label, names in (
             ("missing", self.missing),
@@ -56,7 +56,7 @@ class _Problems:
                 parts.append(f"{label} ({len(names)}): {shown}{more}")
         if parts:
             raise CheckpointError(
-                f"{model_dir} does not match the Qwen3 architecture in its config.json; "
+                f"{model_dir} does not match the Qwen3 architecture in {source}; "
                 + "; ".join(parts)
             )
 

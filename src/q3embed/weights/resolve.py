@@ -27,6 +27,8 @@ QWEN3_RERANKER_DEFAULT = "Qwen/Qwen3-Reranker-0.6B"
 # Only what q3embed reads: skips ONNX/GGUF/PyTorch-bin copies that some repos also carry.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$|^[A-Za-z0-9][\w.\-]*$")
+# `owner/repo:QUANT` names one file of a GGUF repo, as Ollama and llama.cpp spell it.
+_GGUF_ID = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+):(\w+)$")
 
 
 @dataclass(frozen=True)
@@ -36,29 +38,50 @@ class ResolvedModel:
     reason: str  # one line: where it came from
 
 
-def _download(repo_id: str, revision: str | None) -> Path:
+def _download(repo_id: str, revision: str | None, patterns: list[str] = _HUB_PATTERNS, quant: str = "") -> Path:
     # Imported here: huggingface_hub reads its environment at import, and only this path needs it.
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # hub errors have many types (offline, 401, 404, DNS); all mean "not here"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        local = f"./{repo_id.split('/')[-1]}"
+        what, include, target = (f"model '{repo_id}'", "", local) if not quant else (
+            f"the {quant} GGUF file of '{repo_id}'", f" --include '*{quant}.gguf'", f"{local}/<file>.gguf")
         raise ModelNotFoundError(
-            f"model '{repo_id}' is not in the Hugging Face cache and could not be downloaded "
+            f"{what} is not in the Hugging Face cache and could not be downloaded "
             f"({type(exc).__name__}: {reason}). Download it where there is a network "
-            f"(huggingface-cli download {repo_id} --local-dir ./{repo_id.split('/')[-1]}) "
-            f"and pass the directory instead: --model ./{repo_id.split('/')[-1]}"
+            f"(huggingface-cli download {repo_id}{include} --local-dir {local}) "
+            f"and pass the {'file' if quant else 'directory'} instead: --model {target}"
         ) from None
 
 
+def _download_gguf(repo_id: str, quant: str, revision: str | None) -> Path:
+    """The one `*{quant}.gguf` file of a GGUF repo (file names differ in case: `-f16`, `-Q8_0`)."""
+    patterns = sorted({f"*{q}.gguf" for q in (quant, quant.upper(), quant.lower())})
+    folder = _download(repo_id, revision, patterns, quant=quant)
+    suffix = re.compile(rf"(^|[-_.]){re.escape(quant)}\.gguf$", re.IGNORECASE)
+    found = sorted(p for p in folder.rglob("*.gguf") if suffix.search(p.name))
+    if len(found) != 1:
+        raise ModelNotFoundError(
+            f"'{repo_id}' has {len(found)} GGUF files for {quant} ({', '.join(p.name for p in found) or 'none'}); "
+            "download the one you want and pass its path"
+        )
+    return found[0]
+
+
 def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
-    """A local path as it is; otherwise a Hugging Face id from the cache or the hub."""
+    """A local path as it is; otherwise a Hugging Face id (or a GGUF file, `repo:QUANT`) from the hub."""
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFoundError("a model name or path is required")
     path = Path(name).expanduser()
     if path.exists():
         return ResolvedModel(name=name, path=path.resolve(), reason=f"local path {path.resolve()}")
+    gguf_id = _GGUF_ID.match(name)
+    if gguf_id:
+        path = _download_gguf(*gguf_id.groups(), revision)
+        return ResolvedModel(name=name, path=path, reason="Hugging Face cache/hub")
     if not _HUB_ID.match(name) or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"model path '{name}' does not exist")
     return ResolvedModel(name=name, path=_download(name, revision), reason="Hugging Face cache/hub")
