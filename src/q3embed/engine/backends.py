@@ -20,6 +20,7 @@ from ..text.prompts import query_text
 from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
 from ..weights.checkpoint import load_qwen3
 from ..weights.config import is_qwen3, read_config_json
+from ..weights.gguf import is_gguf_file, load_gguf_qwen3
 from ..weights.resolve import AUTO, ResolvedModel, resolve_auto_embedding, resolve_model
 from .batch import pack
 from .device import dtype_name
@@ -50,11 +51,18 @@ class EmbeddingBackend(Protocol):
         """Token id lists -> pooled vectors [B, hidden] in fp32, not normalised."""
         ...
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of `text` (no special tokens, no truncation), for chunking."""
+        ...
+
 
 class Qwen3EmbeddingBackend:
     def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype, max_length: int) -> None:
-        self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
-        loaded = load_qwen3(resolved.path, dtype=dtype, device=device)
+        if is_gguf_file(resolved.path):
+            self.tokenizer, loaded = load_gguf_qwen3(resolved.path, max_length=max_length, dtype=dtype, device=device)
+        else:
+            self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
+            loaded = load_qwen3(resolved.path, dtype=dtype, device=device)
         self.model = loaded.model
         self.device = device
         self.info = ModelInfo(
@@ -73,6 +81,9 @@ class Qwen3EmbeddingBackend:
 
     def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
         return self.tokenizer.encode_embedding_inputs(texts, truncate=truncate)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return list(self.tokenizer.encode_raw([text])[0].offsets)
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> Tensor:
         input_ids, positions, seq_lens = pack(sequences, self.device)
@@ -107,6 +118,12 @@ class TransformersBackend:
     def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
         return self.encoder.tokenize(texts, truncate=truncate)
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        tokenizer = self.encoder.tokenizer
+        lowered = text.lower() if self.encoder.settings.lowercase else text
+        spans = tokenizer(lowered, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [(int(start), int(end)) for start, end in spans["offset_mapping"]]
+
     def embed(self, sequences: Sequence[Sequence[int]]) -> Tensor:
         return self.encoder.embed(sequences)
 
@@ -118,11 +135,11 @@ def load_embedding_backend(
     dtype: torch.dtype,
     max_length: int | None = None,
 ) -> EmbeddingBackend:
-    """Resolve `model` (auto, a path, or a hub id) and build the backend its config.json names."""
+    """Resolve `model` (auto, a path, a hub id or a .gguf file) and build the backend it needs."""
     resolved = resolve_auto_embedding() if model == AUTO else resolve_model(model)
-    if resolved.path.is_file():
-        raise ConfigurationError(f"{resolved.path} is a file; pass the model directory")
-    if is_qwen3(read_config_json(resolved.path)):
+    if resolved.path.is_file() and not is_gguf_file(resolved.path):
+        raise ConfigurationError(f"{resolved.path} is a file; pass the model directory or a .gguf file")
+    if is_gguf_file(resolved.path) or is_qwen3(read_config_json(resolved.path)):
         return Qwen3EmbeddingBackend(
             resolved, device=device, dtype=dtype, max_length=max_length or MAX_LENGTH_DEFAULT
         )

@@ -97,6 +97,11 @@ class Embedder:
         items, _ = check_texts(texts)
         return self.backend.tokenize(items, truncate=truncate)
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character span of each token of `text` as a document (no special tokens,
+        no truncation): where a chunker can cut so that each piece's length in tokens is known."""
+        return self.backend.token_offsets(check_text(text, "text"))
+
     @torch.inference_mode()
     def embed_tokens(self, token_lists: Sequence[Sequence[int]]) -> Tensor:
         """Token id lists -> pooled fp32 vectors [N, hidden] on CPU, in input order."""
