@@ -32,3 +32,17 @@ def embedder(tiny_embedding_dir) -> Embedder:
 @pytest.fixture(scope="session")
 def reranker(tiny_reranker_dir) -> Reranker:
     return Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory: pytest.TempPathFactory):
+    """Collections created without an explicit directory land in a temporary XDG_DATA_HOME."""
+    import os
+
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved

@@ -332,3 +332,38 @@ def test_a_stopped_engine_is_unhealthy_and_answers_503(served):
     assert httpx.get(url + "/health").status_code == 503
     response = _post(url, "/v1/embeddings", {"input": "x"})
     assert response.status_code == 503 and "shutting down" in response.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- collections
+
+
+def test_collections_over_http(short_embedder, short_reranker, tmp_path):
+    engine, _ = _engine(short_embedder, short_reranker)
+    with running_server(create_app(engine, ServerConfig(store_dir=str(tmp_path)))) as url:
+        created = _post(url, "/v1/collections", {"name": "docs", "chunk_size": 32, "chunk_overlap": 4})
+        assert created.status_code == 201 and created.json()["dimensions"] == short_embedder.dimensions
+        assert _post(url, "/v1/collections", {"name": "docs"}).status_code == 409
+        assert _post(url, "/v1/collections", {"name": "../etc"}).status_code == 400
+        assert _post(url, "/v1/collections", {"name": "x", "chunk_sise": 3}).status_code == 422
+        documents = [{"id": f"d{i}", "text": text, "metadata": {"lang": "zh" if i == 2 else "en"}}
+                     for i, text in enumerate(DOCS[:2] + ["北京是中国的首都。", DOCS[3]])]
+        report = _post(url, "/v1/collections/docs/documents", {"documents": documents}).json()
+        assert report["added"] == 4 and report["chunks"] >= 4
+        again = _post(url, "/v1/collections/docs/documents", {"documents": documents}).json()
+        assert again["unchanged"] == 4 and again["added"] == 0
+        hits = _post(url, "/v1/collections/docs/search", {"query": DOCS[1], "top_k": 2}).json()["hits"]
+        assert hits[0]["document_id"] == "d1" and hits[0]["text"] == DOCS[1]
+        expected = short_embedder.encode_queries(DOCS[1]) @ short_embedder.encode(DOCS[1])
+        assert abs(hits[0]["vector_score"] - float(expected)) < 1e-4
+        filtered = _post(url, "/v1/collections/docs/search", {"query": "capital", "filter": {"lang": "zh"}}).json()
+        assert [h["document_id"] for h in filtered["hits"]] == ["d2"]
+        reranked = _post(url, "/v1/collections/docs/search", {"query": "capital", "rerank": True}).json()
+        assert all(h["rerank_score"] is not None for h in reranked["hits"])
+        assert httpx.get(url + "/v1/collections/docs/documents/d0").json()["id"] == "d0"
+        deleted = _post(url, "/v1/collections/docs/documents/delete", {"ids": ["d0", "nope"]}).json()
+        assert deleted == {"deleted": ["d0"], "missing": ["nope"]}
+        assert httpx.get(url + "/v1/collections/docs/documents/d0").status_code == 404
+        assert httpx.get(url + "/v1/collections").json()["collections"][0]["name"] == "docs"
+        assert httpx.delete(url + "/v1/collections/docs").status_code == 200
+        missing = _post(url, "/v1/collections/docs/search", {"query": "x"})
+        assert missing.status_code == 404 and "docs" in missing.json()["error"]["message"]

@@ -111,7 +111,7 @@ def test_schemathesis_finds_no_server_errors(schema_url):
 
         try:
             exercise()
-        except Unsatisfiable:  # no invalid variant of a GET without parameters exists
-            assert mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() == "GET"
+        except Unsatisfiable:  # operations without a body may have no invalid variant
+            assert mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() in ("GET", "DELETE")
     assert not failures, "\n".join(failures[:5])
     assert statuses.count(200) > 20 and sum(400 <= s < 500 for s in statuses) > 50  # both kinds were tried

@@ -16,6 +16,7 @@ def add_serve(sub: Any) -> None:
                   "Serve one embedding model and optionally one reranker over HTTP:\n"
                   "  POST /v1/embeddings (OpenAI)   POST /v1/rerank (Cohere/Jina)\n"
                   "  POST /embed /rerank /tokenize (TEI)   POST /api/embed (Ollama)\n"
+                  "  /v1/collections/... (create, documents, search)\n"
                   "  GET /v1/models /health /metrics /docs\n"
                   "Requests of all clients are batched together under --max-batch-tokens; when more\n"
                   "than --max-queued-requests wait, new ones get 429 with Retry-After.",
@@ -44,6 +45,11 @@ def add_serve(sub: Any) -> None:
                    help="on SIGTERM, how long in-flight requests may take to finish (default: 30)")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
                    help="uvicorn's log level (default: info)")
+    p.add_argument("--store-dir", metavar="DIR",
+                   help="where the embedded store keeps collections (default: as q3embed index)")
+    p.add_argument("--milvus-uri", metavar="URI",
+                   help="keep collections in Milvus instead: a .db file (Milvus Lite) or http://host:19530")
+    p.add_argument("--milvus-token", metavar="TOKEN", help="user:password or API key of a secured Milvus")
     add_model_flags(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -66,7 +72,9 @@ def server_config(args: argparse.Namespace) -> Any:
     return ServerConfig(engine=engine, host=args.host, port=args.port, api_keys=_split(args.api_key),
                         served_model_names=_split(args.served_model_name),
                         max_items_per_request=args.max_items_per_request, max_body_bytes=args.max_body_bytes,
-                        graceful_timeout_s=float(args.graceful_timeout), log_level=args.log_level)
+                        graceful_timeout_s=float(args.graceful_timeout), log_level=args.log_level,
+                        store_dir=args.store_dir, milvus_uri=args.milvus_uri or None,
+                        milvus_token=args.milvus_token or None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,9 +9,11 @@ queued work is done) when the server shuts down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +26,7 @@ from .. import __version__
 from ..engine.engine import Engine
 from ..engine.worker import EngineFailure, EngineStopped
 from ..errors import Q3EmbedError
-from . import routes_openai, routes_tei
+from . import routes_collections, routes_openai, routes_tei
 from .config import ServerConfig
 from .errors import HTTPProblem, error_kind, error_response
 from .metrics import CONTENT_TYPE, Metrics
@@ -48,9 +50,12 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        state: AppState = app.state.q3embed
+        state.collections = await asyncio.to_thread(_open_collections, engine, config, asyncio.get_running_loop())
         try:
             yield
         finally:
+            await asyncio.to_thread(state.collections.close)
             engine.stop(timeout=config.graceful_timeout_s)
 
     app = FastAPI(title="q3embed", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -59,6 +64,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     app.state.q3embed = AppState(engine, config, metrics)
     app.include_router(routes_openai.router)
     app.include_router(routes_tei.router)
+    app.include_router(routes_collections.router)
     _add_ops_routes(app)
     _add_error_handlers(app)
     # Outermost last: metrics see every answer, auth runs before the body is read.
@@ -66,6 +72,20 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     app.add_middleware(ApiKeyMiddleware, keys=config.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _open_collections(engine: Engine, config: ServerConfig, loop: asyncio.AbstractEventLoop) -> Any:
+    """Collections whose model work goes through this server's engine queue."""
+    from pathlib import Path
+
+    from ..pipeline import Collections
+    from ..pipeline.engine_models import EngineEncoder, EngineScorer
+    from ..store import StoreConfig
+
+    store = StoreConfig(directory=Path(config.store_dir) if config.store_dir else None,
+                        milvus_uri=config.milvus_uri, milvus_token=config.milvus_token)
+    scorer = EngineScorer(engine, loop) if engine.reranker_info is not None else None
+    return Collections.open(store, EngineEncoder(engine, loop), scorer)
 
 
 def _add_ops_routes(app: FastAPI) -> None:

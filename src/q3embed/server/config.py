@@ -23,9 +23,14 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     graceful_timeout_s: float = 30.0
     log_level: str = "info"
+    # Collections: the embedded store's directory (None: the default), or a Milvus URI instead.
+    store_dir: str | None = None
+    milvus_uri: str | None = None
+    milvus_token: str | None = None
 
     def printable(self) -> dict[str, Any]:
         """The configuration as printed at start-up: API keys are counted, never shown."""
         shown = asdict(self)
         shown["api_keys"] = f"{len(self.api_keys)} configured" if self.api_keys else "none (open server)"
+        shown["milvus_token"] = "set" if self.milvus_token else None
         return shown

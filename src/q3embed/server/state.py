@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
@@ -31,6 +31,7 @@ class AppState:
     engine: Engine
     config: ServerConfig
     metrics: Metrics
+    collections: Any = None  # pipeline.Collections, opened when the server starts
 
     def model_names(self, info: ModelInfo) -> list[str]:
         """The model's own name, its directory name, and the configured aliases."""
