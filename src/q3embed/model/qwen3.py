@@ -51,8 +51,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # The variance is taken in fp32 even for bf16 inputs; the reference casts back to the
         # input dtype *before* multiplying by the weight, and so do we, to match it bit for bit.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        x32 = x.to(torch.float32, copy=True)  # a copy even for fp32 input, which is scaled in place
+        x32.mul_(torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps))
         return self.weight * x32.to(x.dtype)
 
 
@@ -66,12 +66,17 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x [T, heads, head_dim] rotated in fp32 (cos/sin [T, head_dim]), returned in x's dtype."""
-    x32 = x.float()
+    """x [T, heads, head_dim] rotated in fp32 (cos/sin [T, head_dim]), returned in x's dtype.
+
+    The reference's x * cos + rotate_half(x) * sin, computed in place on fp32 copies: the same
+    values bit for bit, with two [T, heads, head_dim] fp32 temporaries instead of five (these
+    are the largest activations of a long packed batch).
+    """
+    x32 = x.to(torch.float32, copy=True)
     half = x32.shape[-1] // 2
     rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    out = x32 * cos[:, None, :] + rotated * sin[:, None, :]
-    return out.to(x.dtype)
+    rotated.mul_(sin[:, None, :])
+    return x32.mul_(cos[:, None, :]).add_(rotated).to(x.dtype)
 
 
 @dataclass
@@ -100,25 +105,36 @@ def causal_attention_packed(
     q [T, heads, head_dim], k/v [T, kv_heads, head_dim], prefix k/v [P, kv_heads, head_dim]
     -> [T, heads, head_dim].
     """
+    # SDPA's fused (flash) CPU kernel takes only 4-D inputs with as many kv heads as q heads;
+    # 3-D inputs or enable_gqa fall back to the unfused math kernel, which is several times
+    # slower in bf16. Expanding the kv heads once over the packed tensor is a cheap copy.
+    groups = q.shape[1] // k.shape[1]
+    k, v = _expand_kv(k, groups), _expand_kv(v, groups)  # [T, heads, head_dim]
+    if prefix is not None:
+        prefix = (_expand_kv(prefix[0], groups).transpose(0, 1)[None],  # [1, heads, P, head_dim]
+                  _expand_kv(prefix[1], groups).transpose(0, 1)[None])
     out = torch.empty_like(q)
     start = 0
     for length in seq_lens:
         end = start + length
-        # SDPA wants [heads, L, head_dim]; enable_gqa shares each kv head across its q group.
-        qi = q[start:end].transpose(0, 1)
-        ki, vi = k[start:end], v[start:end]
+        qi = q[start:end].transpose(0, 1)[None]  # [1, heads, L, head_dim]
+        ki = k[start:end].transpose(0, 1)[None]
+        vi = v[start:end].transpose(0, 1)[None]
         if prefix is None:
-            oi = F.scaled_dot_product_attention(
-                qi, ki.transpose(0, 1), vi.transpose(0, 1), is_causal=True, enable_gqa=True
-            )
+            oi = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True)
         else:
-            ki = torch.cat((prefix[0], ki)).transpose(0, 1)  # [kv_heads, P + L, head_dim]
-            vi = torch.cat((prefix[1], vi)).transpose(0, 1)
-            mask = _prefix_causal_mask(length, prefix[0].shape[0], q.device)
-            oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, enable_gqa=True)
-        out[start:end] = oi.transpose(0, 1)
+            ki, vi = torch.cat((prefix[0], ki), dim=2), torch.cat((prefix[1], vi), dim=2)  # [1, heads, P + L, d]
+            mask = _prefix_causal_mask(length, prefix[0].shape[2], q.device)
+            oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)
+        out[start:end] = oi[0].transpose(0, 1)
         start = end
     return out
+
+
+def _expand_kv(x: Tensor, groups: int) -> Tensor:
+    """[T, kv_heads, head_dim] -> [T, kv_heads * groups, head_dim]: each kv head serves `groups`
+    consecutive q heads, as in the reference's repeat_kv."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
 class Attention(nn.Module):
