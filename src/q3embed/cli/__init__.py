@@ -22,6 +22,7 @@ from ..engine.device import set_cpu_threads
 from ..errors import Q3EmbedError
 from . import core, serve
 from . import collections as collections_cmd
+from . import corpus as corpus_cmd
 from . import evaluate as evaluate_cmd
 from .common import PROG
 from .env import annotate_env, apply_env, options  # noqa: F401  (options: used by tests and tools)
@@ -38,6 +39,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     collections_cmd.add_index,
     collections_cmd.add_search,
     collections_cmd.add_collections,
+    corpus_cmd.add_embed_corpus,
     evaluate_cmd.add_eval,
     evaluate_cmd.add_parity,
 )

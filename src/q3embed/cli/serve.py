@@ -6,7 +6,9 @@ import argparse
 from typing import Any
 
 from ..engine.engine import EngineOptions
+from ..errors import InputError
 from .common import add_model_flags, positive_int, subparser
+from .corpus import add_ray_flag, ray_address
 
 __all__ = ["add_serve"]
 
@@ -22,7 +24,9 @@ def add_serve(sub: Any) -> None:
                   "than --max-queued-requests wait, new ones get 429 with Retry-After.",
                   "  q3embed serve\n"
                   "  q3embed serve --model Qwen/Qwen3-Embedding-0.6B --reranker Qwen/Qwen3-Reranker-0.6B\n"
-                  "  q3embed serve --host 0.0.0.0 --port 8080 --api-key $SECRET --no-reranker")
+                  "  q3embed serve --host 0.0.0.0 --port 8080 --api-key $SECRET --no-reranker\n"
+                  "  q3embed serve --ray --replicas 2 --no-reranker\n"
+                  "  q3embed serve --ray auto --replicas 8 --host 0.0.0.0 --milvus-uri http://milvus:19530")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
     p.add_argument("--reranker", metavar="MODEL", default="auto",
@@ -50,6 +54,11 @@ def add_serve(sub: Any) -> None:
     p.add_argument("--milvus-uri", metavar="URI",
                    help="keep collections in Milvus instead: a .db file (Milvus Lite) or http://host:19530")
     p.add_argument("--milvus-token", metavar="TOKEN", help="user:password or API key of a secured Milvus")
+    add_ray_flag(p, "serve --replicas copies on Ray (Ray Serve)")
+    p.add_argument("--replicas", type=positive_int, default=1, metavar="N",
+                   help="with --ray: stateless copies of the server, each with its own models (one per GPU, or "
+                   "--threads CPUs each); collections then need a Milvus server (--milvus-uri http://...) "
+                   "(default: 1)")
     add_model_flags(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -78,6 +87,16 @@ def server_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    use_ray, address = ray_address(args.ray)
+    if use_ray:
+        from ..distributed.serve import ReplicaOptions, run_replicas
+
+        run_replicas(server_config(args), ReplicaOptions(replicas=args.replicas, address=address,
+                                                         threads=args.threads))
+        return 0
+    if args.replicas != 1:
+        raise InputError("--replicas needs --ray (Ray Serve); without Ray, run several `q3embed serve` processes "
+                         "behind a load balancer (see docs/scaling.md)")
     from ..server.run import serve  # FastAPI and uvicorn load only for this command
 
     serve(server_config(args))
