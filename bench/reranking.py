@@ -19,7 +19,7 @@ import torch
 from common import checkpoint, peak_rss_gb, reset_peak_rss, stdlib_docstrings, timed
 from q3embed import Reranker
 from q3embed.engine.device import resolve_dtype
-from q3embed.text.prompts import RERANK_PREFIX, RERANK_SUFFIX, rerank_body
+from q3embed.evaluate.parity import reference_rerank_scores
 
 QUERY = "How do I read a file line by line and strip the trailing newline?"
 
@@ -32,22 +32,8 @@ def run_ours(model_dir, docs, dtype, max_length, reuse_prefix):
     return scores, seconds, peak_rss_gb()
 
 
-@torch.inference_mode()
-def reference_scores(model, tokenizer, docs, max_length, batch=8):
-    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
-    prefix = tokenizer.encode(RERANK_PREFIX, add_special_tokens=False)
-    suffix = tokenizer.encode(RERANK_SUFFIX, add_special_tokens=False)
-    scores = []
-    for start in range(0, len(docs), batch):
-        bodies = [rerank_body(QUERY, d, None) for d in docs[start:start + batch]]
-        inputs = tokenizer(bodies, padding=False, truncation="longest_first", return_attention_mask=False,
-                           max_length=max_length - len(prefix) - len(suffix))
-        inputs["input_ids"] = [prefix + ids + suffix for ids in inputs["input_ids"]]
-        padded = tokenizer.pad(inputs, padding=True, return_tensors="pt")
-        logits = model(**padded).logits[:, -1, :]
-        pair = torch.stack([logits[:, no], logits[:, yes]], dim=1)
-        scores += torch.log_softmax(pair.float(), dim=1)[:, 1].exp().tolist()
-    return scores
+def reference_scores(model, tokenizer, docs, max_length):
+    return reference_rerank_scores(model, tokenizer, [(QUERY, d) for d in docs], None, max_length)
 
 
 def run_reference(model_dir, docs, dtype, max_length):

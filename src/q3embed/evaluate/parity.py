@@ -140,7 +140,6 @@ def reference_qwen3_embeddings(model_dir: Path, texts: Sequence[str], max_length
     return np.concatenate(out)
 
 
-@torch.no_grad()
 def reference_qwen3_rerank(model_dir: Path, pairs: Sequence[tuple[str, str]], instruction: str | None,
                            max_length: int = 8192, batch: int = 8) -> list[float]:
     """Qwen3-Reranker card: prefix + body + suffix, P(yes) from the last position's yes/no logits."""
@@ -148,6 +147,14 @@ def reference_qwen3_rerank(model_dir: Path, pairs: Sequence[tuple[str, str]], in
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    return reference_rerank_scores(model, tokenizer, pairs, instruction, max_length, batch)
+
+
+@torch.no_grad()
+def reference_rerank_scores(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], instruction: str | None,
+                            max_length: int = 8192, batch: int = 8) -> list[float]:
+    """The card's scoring with a loaded AutoModelForCausalLM and its left-padding tokenizer
+    (benchmarks time this part alone): left-padded batches, full-vocabulary logits."""
     yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
     prefix = tokenizer.encode(RERANK_PREFIX, add_special_tokens=False)
     suffix = tokenizer.encode(RERANK_SUFFIX, add_special_tokens=False)
@@ -160,7 +167,7 @@ def reference_qwen3_rerank(model_dir: Path, pairs: Sequence[tuple[str, str]], in
         padded = tokenizer.pad(inputs, padding=True, return_tensors="pt")
         logits = model(**padded).logits[:, -1, :]
         pair = torch.stack([logits[:, no], logits[:, yes]], dim=1)
-        scores += torch.log_softmax(pair, dim=1)[:, 1].exp().tolist()
+        scores += torch.log_softmax(pair.float(), dim=1)[:, 1].exp().tolist()
     return scores
 
 
