@@ -16,6 +16,7 @@ import pytest
 
 import q3embed.store.embedded as embedded
 import q3embed.store.faiss_index as faiss_index
+from q3embed.errors import InputError
 from q3embed.store.embedded import INDEX_FILE, EmbeddedStore
 from q3embed.store.filters import parse_filter
 from q3embed.store.sqlite_db import DB_FILE
@@ -109,6 +110,93 @@ def test_filtered_search_is_exact_on_small_sets_and_uses_a_selector_on_wide_ones
     monkeypatch.setattr(faiss_index, "EXACT_FILTER_LIMIT", 0)  # HNSW: the graph search with an id selector
     selected = store.search("c", vectors[20, 0], 5, where)
     assert [(h.document_id, h.chunk_index) for h in selected] == expected  # 60 points: HNSW finds them all
+
+
+# ---------------------------------------------------------------- exact search through the fp16 scan
+
+def _near_ties(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A query and n unit vectors whose cosines to it are spread over [0.45, 0.5], about 2e-5
+    apart: closer than an fp16 score resolves (2^-12 there, plus the rounding of each element)."""
+    rng = np.random.default_rng(seed)
+    query = unit_vectors(1, d, seed)[0]
+    other = rng.standard_normal((n, d))
+    other -= np.outer(other @ query, query)  # orthogonal to the query
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    cosines = rng.uniform(0.45, 0.5, (n, 1))
+    rows = cosines * query + np.sqrt(1 - cosines ** 2) * other
+    return query, (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _fp16_alone_misses(rows: np.ndarray, query: np.ndarray, k: int) -> bool:
+    """Whether the fp16 top k (ties included) lacks one of the exact top k: a scan without margin."""
+    import torch
+
+    approx = torch.mv(torch.from_numpy(rows).half(), torch.from_numpy(query).half()).float().numpy()
+    kth = np.partition(approx, len(approx) - k)[len(approx) - k]
+    return not set(_exact_order(rows, query)[:k]) <= set(np.flatnonzero(approx >= kth).tolist())
+
+
+def _exact_order(rows: np.ndarray, query: np.ndarray) -> list[int]:
+    return np.argsort(-(rows.astype(np.float64) @ query.astype(np.float64)), kind="stable").tolist()
+
+
+def _as_hits(order: list[int], per_doc: int) -> list[tuple[str, int]]:
+    return [(f"doc{r // per_doc}", r % per_doc) for r in order]
+
+
+def test_flat_search_returns_the_exact_top_k_where_fp16_alone_would_not(tmp_path):
+    d, per_doc, k = 8, 10, 10
+    store = EmbeddedStore(tmp_path)
+    cases = [_near_ties(3000, d, seed) for seed in range(6)]
+    assert any(_fp16_alone_misses(rows, query, k) for query, rows in cases)  # so this test can fail
+    odd = parse_filter({"i": {"$in": list(range(1, 300, 2))}})
+    for seed, (query, rows) in enumerate(cases):
+        name = f"c{seed}"
+        store.create_collection(info_for(name, dimensions=d))
+        store.write(name, [make_document(f"doc{i}", rows[i * per_doc:(i + 1) * per_doc], {"i": i})
+                           for i in range(len(rows) // per_doc)])
+        order = _exact_order(rows, query)
+        hits = store.search(name, query, k)
+        assert [(h.document_id, h.chunk_index) for h in hits] == _as_hits(order[:k], per_doc)
+        assert [h.score for h in hits] == pytest.approx((rows[order[:k]] @ query).tolist(), abs=1e-6)
+        hits = store.search(name, query, k, odd)  # a filter keeps the scan exact too
+        odd_order = [r for r in order if (r // per_doc) % 2 == 1][:k]
+        assert [(h.document_id, h.chunk_index) for h in hits] == _as_hits(odd_order, per_doc)
+
+
+@pytest.mark.parametrize("d", [16, 1024, 4096])
+def test_the_fp16_scan_stays_inside_the_error_bound_its_margin_assumes(d):
+    """All-positive vectors: every rounding error has the same sign, the worst case for the bound.
+    Fails should torch ever accumulate the fp16 product in fp16."""
+    import torch
+
+    rows = np.abs(unit_vectors(512, d, seed=d))
+    query = np.abs(unit_vectors(1, d, seed=d + 1)[0])
+    approx = torch.mv(torch.from_numpy(rows).half(), torch.from_numpy(query).half()).double().numpy()
+    assert np.abs(approx - rows.astype(np.float64) @ query.astype(np.float64)).max() <= faiss_index.SCAN_ERROR / 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 7e4])
+def test_vectors_fp16_cannot_hold_are_refused(tmp_path, bad):
+    store = EmbeddedStore(tmp_path)
+    store.create_collection(info_for("c"))
+    vector = unit_vectors(1, D)
+    vector[0, 3] = bad
+    with pytest.raises(InputError, match="finite"):
+        store.write("c", [make_document("x", vector)])
+
+
+def test_an_index_file_of_the_fp32_format_is_rebuilt(tmp_path):
+    store = EmbeddedStore(tmp_path)
+    store.create_collection(info_for("c"))
+    docs, vectors = _docs(0, 6)
+    store.write("c", docs)
+    store.close()
+    index_file = tmp_path / "c" / INDEX_FILE
+    index_file.write_bytes(b"Q3EMBED-FAISS-1\n" + index_file.read_bytes()[len(faiss_index.MAGIC):])
+    reopened = EmbeddedStore(tmp_path)
+    assert reopened.search("c", vectors[4, 0], 1)[0].document_id == "doc4"
+    assert _handle(reopened, "c").last_sync == "rebuilt"
 
 
 # ---------------------------------------------------------------- kill -9 during an ingest

@@ -68,7 +68,7 @@ class _Collection:
         return IndexStamp(self.uuid, self.info.index, self.info.dimensions)
 
     def _load_index(self) -> VectorIndex:
-        index = VectorIndex.load(self.directory / INDEX_FILE, self._fresh_stamp())
+        index = VectorIndex.load(self.directory / INDEX_FILE, self._fresh_stamp(), self._exact_vectors)
         if index is None:
             return self._rebuild()
         self.saved_version = index.stamp.version
@@ -79,8 +79,11 @@ class _Collection:
             return self._rebuild()
         return self.index
 
+    def _exact_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return sql.chunk_vectors(self.db, ids, self.info.dimensions)
+
     def _rebuild(self) -> VectorIndex:
-        index = VectorIndex(self._fresh_stamp())
+        index = VectorIndex(self._fresh_stamp(), self._exact_vectors)
         index.stamp.version = sql.read_all_vectors(self.db, self.info.dimensions, index.add)
         self._index, self.last_sync, self.saved_version = index, "rebuilt", -1
         return index
@@ -310,8 +313,15 @@ class EmbeddedStore:
             handle.close()
 
 
+FP16_MAX = 65504.0  # the flat index keeps an fp16 copy of every vector
+
+
 def _check_vectors(doc: DocumentRecord, dimensions: int) -> None:
     for chunk in doc.chunks:
+        where = f"document {doc.id!r} chunk {chunk.index}"
         if np.shape(chunk.vector) != (dimensions,):
-            raise InputError(f"document {doc.id!r} chunk {chunk.index}: vector of shape {np.shape(chunk.vector)}, "
+            raise InputError(f"{where}: vector of shape {np.shape(chunk.vector)}, "
                              f"the collection holds {dimensions} dimensions")
+        values = np.asarray(chunk.vector, np.float32)
+        if not np.all(np.isfinite(values)) or np.abs(values).max(initial=0.0) >= FP16_MAX:
+            raise InputError(f"{where}: vector values must be finite and below {FP16_MAX:g} in magnitude")

@@ -21,7 +21,8 @@ import numpy as np
 from .protocol import DocumentRecord, StoredChunk, StoredDocument
 
 __all__ = ["DB_FILE", "Changes", "connect", "initialise", "read_meta", "write_document", "delete_documents",
-           "version_and_floor", "changes_since", "read_all_vectors", "prune_removed", "get_document", "chunk_rows"]
+           "version_and_floor", "changes_since", "read_all_vectors", "prune_removed", "get_document", "chunk_rows",
+           "chunk_vectors"]
 
 DB_FILE = "store.sqlite"
 
@@ -182,6 +183,17 @@ def chunk_rows(db: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int, tu
                 f"JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})", part):
             out[row[0]] = (*row[1:6], json.loads(row[6]))
     return out
+
+
+def chunk_vectors(db: sqlite3.Connection, chunk_ids: np.ndarray, dimensions: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [m], float32 vectors [m, d]) of the chunk ids still stored, ids ascending."""
+    ids = np.unique(np.asarray(chunk_ids, np.int64)).tolist()
+    rows: list[tuple[int, bytes]] = []
+    for first in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
+        part = ids[first:first + 900]
+        marks = ",".join("?" * len(part))
+        rows += db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks}) ORDER BY id", part).fetchall()
+    return np.array([r[0] for r in rows], np.int64), _blobs_to_array([r[1] for r in rows], dimensions)
 
 
 def get_document(db: sqlite3.Connection, doc_id: str) -> StoredDocument | None:
