@@ -123,9 +123,10 @@ class VectorIndex:
             codes, ids = codes[rows], ids[rows]
         if not len(ids):
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        approx = torch.mv(codes, torch.from_numpy(query).to(torch.float16)).float().numpy()  # [n]
+        approx = torch.mv(codes, torch.from_numpy(query).to(torch.float16)).float()  # [n]
+        kth_best = float(torch.topk(approx, min(k, len(ids)), sorted=False).values.min())
         margin = 2 * SCAN_ERROR * float(np.linalg.norm(query)) * self.stamp.max_norm
-        candidates = ids[approx >= _kth_largest(approx, min(k, len(approx))) - margin]
+        candidates = ids[(approx >= kth_best - margin).numpy()]
         found, vectors = self.exact_vectors(candidates)
         return _top_k(vectors @ query, found, k)
 
@@ -185,10 +186,6 @@ def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.
     else:
         top = np.argsort(-scores, kind="stable")
     return scores[top].astype(np.float32), ids[top].astype(np.int64)
-
-
-def _kth_largest(values: np.ndarray, k: int) -> float:
-    return float(np.partition(values, len(values) - k)[len(values) - k])
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
