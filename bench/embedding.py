@@ -3,8 +3,9 @@
     python bench/embedding.py [--shape 0.6B] [--texts 256] [--max-length 512]
 
 Builds the full-size random checkpoint when missing (speed does not depend on weight values).
-Prints tokens/s, docs/s and peak RSS for each engine, the ratio, the cosine between our bf16 and
-fp32 vectors, and the share of the measured matrix-product limit.
+Prints tokens/s, docs/s and peak RSS for each engine (ours with its compiled elementwise kernels,
+the default on CPU, and with the eager ones), the ratios, the cosine between our bf16 and fp32
+vectors, and the share of the measured matrix-product limit.
 """
 
 from __future__ import annotations
@@ -23,16 +24,37 @@ from q3embed.engine.device import cpu_has_fast_bf16
 FLOPS_PER_TOKEN = {"0.6B": 2 * 0.44e9}  # 2 x non-embedding parameters (attention is small at these lengths)
 
 
-def run_ours(model_dir, texts, dtype, max_length):
+def run_ours(model_dir, texts, dtype, max_length, compile="on"):
     reset_peak_rss()
-    embedder = Embedder(str(model_dir), dtype=dtype, device="cpu", max_length=max_length)
+    embedder = Embedder(str(model_dir), dtype=dtype, device="cpu", max_length=max_length, compile=compile)
     tokens = sum(len(ids) for ids in embedder.tokenize(texts))
-    embedder.encode(texts[:8])  # warm-up
+    _, warm_up = timed(embedder.encode, texts[:8])  # compiles the fused kernels when compile is on
+    print(f"q3embed {dtype}, compile {compile}: warm-up (first 8 texts) {warm_up:.1f} s", flush=True)
     vectors, seconds = timed(embedder.encode, texts)
     rss = peak_rss_gb()
     del embedder
     gc.collect()
     return vectors, tokens, seconds, rss
+
+
+def compare_kernels(model_dir, texts, max_length, rounds=3):
+    """Median tokens/s of one model with compiled and with eager kernels, alternating round by
+    round: a shared machine drifts by 10-20% between runs minutes apart, more than the gain."""
+    from q3embed.model.kernels import EAGER, compiled_kernels
+
+    embedder = Embedder(str(model_dir), dtype="auto", device="cpu", max_length=max_length, compile="on")
+    model, tokens = embedder.backend.model, sum(len(ids) for ids in embedder.tokenize(texts))
+    rates: dict[str, list[float]] = {"compiled": [], "eager": []}
+    vectors = {}
+    for _ in range(rounds):
+        for name, kernels in (("compiled", compiled_kernels()), ("eager", EAGER)):
+            model.use_kernels(kernels)
+            vectors[name], seconds = timed(embedder.encode, texts)
+            rates[name].append(tokens / seconds)
+    cosine = float((vectors["compiled"] * vectors["eager"]).sum(axis=1).min())
+    del embedder, model
+    gc.collect()
+    return float(np.median(rates["compiled"])), float(np.median(rates["eager"])), cosine
 
 
 def run_sentence_transformers(model_dir, texts, max_length):
@@ -69,6 +91,7 @@ def main() -> None:
     auto_dtype = "bfloat16" if fast_bf16 else "float32"
     other_dtype = "float32" if fast_bf16 else "bfloat16"
     ours_other, _, other_seconds, _ = run_ours(model_dir, texts, other_dtype, args.max_length)
+    compiled_rate, eager_rate, compiled_vs_eager = compare_kernels(model_dir, texts, args.max_length)
     st_vectors, st_seconds, st_rss, st_dtype = run_sentence_transformers(model_dir, texts, args.max_length)
 
     limit = matmul_tflops(torch.bfloat16 if fast_bf16 else torch.float32) * 1e12 / FLOPS_PER_TOKEN[args.shape]
@@ -83,6 +106,8 @@ def main() -> None:
     for name, secs, peak in rows:
         print(f"{name:48s} {tokens / secs:8.0f} tokens/s {len(texts) / secs:7.1f} docs/s  peak RSS {peak:.2f} GB")
     print(f"ratio q3embed auto / sentence-transformers: {st_seconds / seconds:.2f}x")
+    print(f"compiled / eager elementwise kernels, interleaved rounds on one model: {compiled_rate:.0f} / "
+          f"{eager_rate:.0f} tokens/s = {compiled_rate / eager_rate:.2f}x (min cosine {compiled_vs_eager:.6f})")
     print(f"share of the matrix-product limit ({limit:.0f} tokens/s): {tokens / seconds / limit:.0%}")
     print(f"min cosine bf16 vs fp32: {cosine_bf16_fp32:.5f}; min cosine q3embed vs sentence-transformers: {cosine_vs_st:.5f}")
     assert np.isfinite(ours_auto).all()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
-from ..engine.device import set_cpu_threads
+from ..engine.device import COMPILE_ENV, set_cpu_threads
 from ..errors import Q3EmbedError
 from . import core, serve
 from . import collections as collections_cmd
@@ -116,6 +116,8 @@ def _run(handler: Handler, args: argparse.Namespace) -> int:
     try:
         if hasattr(args, "threads"):  # every command that runs a model
             set_cpu_threads(args.threads)
+        if getattr(args, "compile", None):  # read by every model this process (or its workers) loads
+            os.environ[COMPILE_ENV] = args.compile
         return handler(args)
     except Q3EmbedError as exc:
         return _error(str(exc))

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..model.generic import TransformersEncoder
 from ..model.heads import last_token_indices
+from ..model.kernels import KernelSchedule
 from ..text.prompts import query_text
 from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
 from ..weights.checkpoint import load_qwen3
@@ -57,13 +58,15 @@ class EmbeddingBackend(Protocol):
 
 
 class Qwen3EmbeddingBackend:
-    def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype, max_length: int) -> None:
+    def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype, max_length: int,
+                 compile_after: int | None = None) -> None:
         if is_gguf_file(resolved.path):
             self.tokenizer, loaded = load_gguf_qwen3(resolved.path, max_length=max_length, dtype=dtype, device=device)
         else:
             self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
             loaded = load_qwen3(resolved.path, dtype=dtype, device=device)
         self.model = loaded.model
+        self.kernels = KernelSchedule(self.model, compile_after)
         self.device = device
         self.info = ModelInfo(
             name=resolved.name,
@@ -87,6 +90,7 @@ class Qwen3EmbeddingBackend:
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> Tensor:
         input_ids, positions, seq_lens = pack(sequences, self.device)
+        self.kernels.count(len(input_ids))
         hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
         return hidden[last_token_indices(seq_lens, self.device)].float()  # [B, hidden]
 
@@ -134,6 +138,7 @@ def load_embedding_backend(
     device: torch.device,
     dtype: torch.dtype,
     max_length: int | None = None,
+    compile_after: int | None = None,
 ) -> EmbeddingBackend:
     """Resolve `model` (auto, a path, a hub id or a .gguf file) and build the backend it needs."""
     resolved = resolve_auto_embedding() if model == AUTO else resolve_model(model)
@@ -141,7 +146,8 @@ def load_embedding_backend(
         raise ConfigurationError(f"{resolved.path} is a file; pass the model directory or a .gguf file")
     if is_gguf_file(resolved.path) or is_qwen3(read_config_json(resolved.path)):
         return Qwen3EmbeddingBackend(
-            resolved, device=device, dtype=dtype, max_length=max_length or MAX_LENGTH_DEFAULT
+            resolved, device=device, dtype=dtype, max_length=max_length or MAX_LENGTH_DEFAULT,
+            compile_after=compile_after
         )
     return TransformersBackend(resolved, device=device, dtype=dtype, max_length=max_length)
 

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..model.heads import matryoshka
 from .backends import EmbeddingBackend, ModelInfo, load_embedding_backend
 from .batch import plan_batches
-from .device import resolve_device, resolve_dtype
+from .device import resolve_compile, resolve_device, resolve_dtype
 from .inputs import check_dimensions, check_text, check_texts
 
 __all__ = ["Embedder", "similarity", "DEFAULT_MAX_BATCH_TOKENS"]
@@ -38,13 +38,17 @@ class Embedder:
         dtype: str | torch.dtype = "auto",
         max_length: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        compile: str | None = None,
     ) -> None:
+        """compile: auto, on or off for the decoder's fused kernels (None: Q3EMBED_COMPILE, else auto;
+        see engine.device.resolve_compile)."""
         resolved_device = resolve_device(device)
         self.backend: EmbeddingBackend = load_embedding_backend(
             model,
             device=resolved_device,
             dtype=resolve_dtype(dtype, resolved_device),
             max_length=max_length,
+            compile_after=resolve_compile(compile, resolved_device),
         )
         if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
             raise InputError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}")
@@ -111,6 +115,14 @@ class Embedder:
             pooled = self.backend.embed([token_lists[i] for i in batch])  # [b, hidden]
             out[batch] = pooled.to("cpu", torch.float32)
         return out
+
+    def warm_up(self) -> None:
+        """One short forward pass, compiling the fused kernels now where they are enabled (a
+        server calls this at start-up, so that no request waits for a compile)."""
+        kernels = getattr(self.backend, "kernels", None)
+        if kernels is not None:
+            kernels.compile_now()
+        self.embed_tokens(self.backend.tokenize(["warm up"], truncate=True))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return similarity(a, b)

@@ -84,6 +84,10 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        """Warm the models up (compiling their fused kernels where enabled), then take work."""
+        self.embedder.warm_up()
+        if self.reranker is not None:
+            self.reranker.warm_up()
         self.worker.start()
 
     def stop(self, timeout: float | None = None) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import CheckpointError, ModelNotFoundError
 from ..model.heads import YesNoHead, last_token_indices, matryoshka
+from ..model.kernels import KernelSchedule
 from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
 from ..weights.checkpoint import load_qwen3
 from ..weights.config import is_qwen3, read_config_json
@@ -17,7 +18,7 @@ from ..weights.gguf import is_gguf_file, load_gguf_qwen3
 from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
 from .backends import ModelInfo
 from .batch import pack, plan_batches, shared_prefix_length
-from .device import dtype_name, resolve_device, resolve_dtype
+from .device import dtype_name, resolve_compile, resolve_device, resolve_dtype
 from .embedder import DEFAULT_MAX_BATCH_TOKENS, Embedder
 from .inputs import check_text, check_texts, check_top_n
 
@@ -56,7 +57,8 @@ class Qwen3RerankScorer:
     """
 
     def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype,
-                 max_length: int, max_batch_tokens: int, reuse_prefix: bool = True) -> None:
+                 max_length: int, max_batch_tokens: int, reuse_prefix: bool = True,
+                 compile_after: int | None = None) -> None:
         if is_gguf_file(resolved.path):
             self.tokenizer, loaded = load_gguf_qwen3(resolved.path, max_length=max_length, dtype=dtype,
                                                      device=device, reranker=True)
@@ -64,6 +66,7 @@ class Qwen3RerankScorer:
             self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
             loaded = load_qwen3(resolved.path, dtype=dtype, device=device, head_rows=self.tokenizer.yes_no_ids)
         self.model = loaded.model
+        self.kernels = KernelSchedule(self.model, compile_after)
         self.head = YesNoHead(loaded.head_rows)
         self.device = device
         self.max_batch_tokens = max_batch_tokens
@@ -86,11 +89,13 @@ class Qwen3RerankScorer:
             shared = 0
         prefix = None
         if shared:
+            self.kernels.count(shared)
             prefix = self.model.prefill(torch.tensor(token_lists[0][:shared], device=self.device))
             token_lists = [ids[shared:] for ids in token_lists]
         scores = [0.0] * len(token_lists)
         for batch in plan_batches([len(t) for t in token_lists], self.max_batch_tokens):
             input_ids, positions, seq_lens = pack([token_lists[i] for i in batch], self.device, start=shared)
+            self.kernels.count(len(input_ids))
             hidden = self.model(input_ids, positions, seq_lens, prefix)  # [T, hidden]
             batch_scores = self.head(hidden[last_token_indices(seq_lens, self.device)])  # [b]
             for index, value in zip(batch, batch_scores.tolist()):
@@ -116,11 +121,13 @@ class EmbeddingSimilarityScorer:
         return (vectors[1:] @ vectors[0]).tolist()
 
 
-def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_batch_tokens: int) -> RerankScorer:
+def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_batch_tokens: int,
+                 compile: str | None) -> RerankScorer:
     try:
         resolved = resolve_model(QWEN3_RERANKER_DEFAULT)
     except ModelNotFoundError as exc:
-        embedder = Embedder(AUTO, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
+        embedder = Embedder(AUTO, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens,
+                            compile=compile)
         log.warning(
             "reranker auto -> cosine similarity with %s, because %s is not available (%s)",
             embedder.info.name, QWEN3_RERANKER_DEFAULT, str(exc).split(". ")[0],
@@ -128,7 +135,8 @@ def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_
         return EmbeddingSimilarityScorer(embedder)
     log.warning("reranker auto -> %s (%s)", QWEN3_RERANKER_DEFAULT, resolved.reason)
     return Qwen3RerankScorer(resolved, device=device, dtype=dtype, max_length=max_length,
-                             max_batch_tokens=max_batch_tokens)
+                             max_batch_tokens=max_batch_tokens,
+                             compile_after=resolve_compile(compile, device))
 
 
 class Reranker:
@@ -148,13 +156,17 @@ class Reranker:
         max_length: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         reuse_prefix: bool = True,
+        compile: str | None = None,
     ) -> None:
-        """reuse_prefix=False runs every pair in full (the plain computation, for comparison)."""
+        """reuse_prefix=False runs every pair in full (the plain computation, for comparison).
+        compile: auto, on or off for the decoder's fused kernels (None: Q3EMBED_COMPILE, else auto;
+        see engine.device.resolve_compile)."""
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, resolved_device)
+        compile_after = resolve_compile(compile, resolved_device)  # a bad mode fails before any loading
         length = max_length or MAX_LENGTH_DEFAULT
         if model == AUTO:
-            self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens)
+            self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens, compile)
             return
         resolved = resolve_model(model)
         if not is_gguf_file(resolved.path) and (
@@ -162,11 +174,18 @@ class Reranker:
             raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
         self.scorer = Qwen3RerankScorer(resolved, device=resolved_device, dtype=resolved_dtype,
                                         max_length=length, max_batch_tokens=max_batch_tokens,
-                                        reuse_prefix=reuse_prefix)
+                                        reuse_prefix=reuse_prefix, compile_after=compile_after)
 
     @property
     def info(self) -> ModelInfo:
         return self.scorer.info
+
+    def warm_up(self) -> None:
+        """One short scoring pass, compiling the fused kernels now where they are enabled."""
+        kernels = getattr(self.scorer, "kernels", None)
+        if kernels is not None:
+            kernels.compile_now()
+        self.score("warm", ["up"])
 
     def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
               truncate: bool = True) -> list[float]:

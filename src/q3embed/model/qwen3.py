@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import EAGER, Kernels
+
 __all__ = ["Qwen3Config", "Qwen3Model", "KVPrefix", "rope_cos_sin"]
 
 
@@ -43,17 +45,16 @@ class Qwen3Config:
 
 
 class RMSNorm(nn.Module):
+    """The weight of an RMSNorm; the computation is `Kernels.rms_norm` (eager or compiled)."""
+
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.kernels = EAGER
 
     def forward(self, x: Tensor) -> Tensor:
-        # The variance is taken in fp32 even for bf16 inputs; the reference casts back to the
-        # input dtype *before* multiplying by the weight, and so do we, to match it bit for bit.
-        x32 = x.to(torch.float32, copy=True)  # a copy even for fp32 input, which is scaled in place
-        x32.mul_(torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps))
-        return self.weight * x32.to(x.dtype)
+        return self.kernels.rms_norm(x, self.weight, self.eps)
 
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -63,20 +64,6 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
     freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, head_dim / 2]
     angles = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
     return angles.cos(), angles.sin()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x [T, heads, head_dim] rotated in fp32 (cos/sin [T, head_dim]), returned in x's dtype.
-
-    The reference's x * cos + rotate_half(x) * sin, computed in place on fp32 copies: the same
-    values bit for bit, with two [T, heads, head_dim] fp32 temporaries instead of five (these
-    are the largest activations of a long packed batch).
-    """
-    x32 = x.to(torch.float32, copy=True)
-    half = x32.shape[-1] // 2
-    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    rotated.mul_(sin[:, None, :])
-    return x32.mul_(cos[:, None, :]).add_(rotated).to(x.dtype)
 
 
 @dataclass
@@ -150,6 +137,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=bias)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.kernels = EAGER
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int],
@@ -160,8 +148,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(tokens, self.heads, self.head_dim)
         k = self.k_proj(x).view(tokens, self.kv_heads, self.head_dim)
         v = self.v_proj(x).view(tokens, self.kv_heads, self.head_dim)
-        q = apply_rope(self.q_norm(q), cos, sin)
-        k = apply_rope(self.k_norm(k), cos, sin)
+        q = self.kernels.norm_rope(q, self.q_norm.weight, cos, sin, self.q_norm.eps)
+        k = self.kernels.norm_rope(k, self.k_norm.weight, cos, sin, self.k_norm.eps)
         out = causal_attention_packed(q, k, v, seq_lens, prefix)  # [T, heads, head_dim]
         return self.o_proj(out.reshape(tokens, self.heads * self.head_dim)), k, v
 
@@ -212,6 +200,12 @@ class Qwen3Model(nn.Module):
         Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
         """
         return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix))
+
+    def use_kernels(self, kernels: Kernels) -> None:
+        """Run the elementwise kernels eagerly (the default) or compiled (see model.kernels)."""
+        for module in self.modules():
+            if isinstance(module, (RMSNorm, Attention)):
+                module.kernels = kernels
 
     def prefill(self, input_ids: Tensor) -> KVPrefix:
         """Keys and values of one token sequence [P] at positions 0 .. P-1, for reuse."""

@@ -1,0 +1,129 @@
+"""The decoder's elementwise kernels: eager = the reference's numerics, compiled = eager, a failed
+compile falls back, and the compile switch reads as documented."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from q3embed import Embedder
+from q3embed.engine import device
+from q3embed.engine.device import AUTO_COMPILE_AFTER_TOKENS, COMPILE_ENV, resolve_compile
+from q3embed.errors import ConfigurationError
+from q3embed.model import kernels
+from q3embed.model.qwen3 import rope_cos_sin
+from texts import MIXED_TEXTS
+
+CPU = torch.device("cpu")
+
+
+def _inputs(dtype: torch.dtype, tokens: int = 37, heads: int = 4, head_dim: int = 64):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(tokens, heads, head_dim, generator=generator).mul(3).to(dtype)  # [T, heads, head_dim]
+    weight = torch.rand(head_dim, generator=generator).add(0.5).to(dtype)
+    cos, sin = rope_cos_sin(torch.arange(tokens) % 11, head_dim, 1_000_000.0)  # [T, head_dim] fp32
+    return x, weight, cos, sin
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_eager_rms_norm_is_the_reference_bit_for_bit(dtype):
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    x, weight, _, _ = _inputs(dtype)
+    reference = Qwen3RMSNorm(weight.shape[0], eps=1e-6).to(dtype)
+    reference.weight.data.copy_(weight)
+    assert torch.equal(kernels.rms_norm(x, weight, 1e-6), reference(x))
+
+
+def test_eager_rope_is_the_reference_bit_for_bit_in_fp32():
+    from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+
+    x, _, cos, sin = _inputs(torch.float32)
+    heads_first = x.transpose(0, 1)[None]  # the reference's [B, heads, T, head_dim]
+    reference, _ = apply_rotary_pos_emb(heads_first, heads_first, cos[None], sin[None])
+    assert torch.equal(kernels.apply_rope(x, cos, sin), reference[0].transpose(0, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_kernels_equal_the_eager_ones(dtype):
+    """Only an fp32 reduction's order may differ: fp32 within 1e-6, bf16 a rare last-bit flip."""
+    compiled = kernels.compiled_kernels()
+    x, weight, cos, sin = _inputs(dtype)
+    flat = x.reshape(x.shape[0], -1)
+    pairs = [(compiled.norm_rope(x, weight, cos, sin, 1e-6), kernels.norm_rope(x, weight, cos, sin, 1e-6)),
+             (compiled.rms_norm(flat, weight.repeat(x.shape[1]), 1e-6),
+              kernels.rms_norm(flat, weight.repeat(x.shape[1]), 1e-6))]
+    for got, want in pairs:
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if dtype == torch.float32:
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        else:
+            assert (got != want).float().mean().item() <= 0.01
+            torch.testing.assert_close(got, want, rtol=2 ** -7, atol=0)  # one bf16 step at most
+
+
+def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch, caplog):
+    wrapped = kernels._CompiledOrEager(kernels.rms_norm)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+    monkeypatch.setattr(wrapped, "compiled", broken)
+    x = torch.randn(3, 8)
+    with caplog.at_level(logging.WARNING, logger="q3embed.model.kernels"):
+        first, second = wrapped(x, torch.ones(8), 1e-6), wrapped(x, torch.ones(8), 1e-6)
+    assert torch.equal(first, kernels.rms_norm(x, torch.ones(8), 1e-6)) and torch.equal(first, second)
+    assert len(calls) == 1 and "InvalidCxxCompiler" in caplog.text
+
+
+def test_the_compile_switch(monkeypatch):
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    assert resolve_compile("off", CPU) is None and resolve_compile("on", CPU) == 0
+    auto = AUTO_COMPILE_AFTER_TOKENS if kernels.can_compile(CPU) else None  # CPU with a C++ compiler
+    assert resolve_compile(None, CPU) == resolve_compile("auto", CPU) == auto
+    monkeypatch.setenv(COMPILE_ENV, "OFF")
+    assert resolve_compile(None, CPU) is None
+    assert resolve_compile("on", CPU) == 0  # an argument beats the environment
+    monkeypatch.setenv(COMPILE_ENV, "sometimes")
+    with pytest.raises(ConfigurationError, match="Q3EMBED_COMPILE.*auto, on or off"):
+        resolve_compile(None, CPU)
+    with pytest.raises(ConfigurationError, match="auto, on or off"):
+        Embedder("auto", compile="fast")
+
+
+def test_auto_compiles_once_a_model_has_run_enough_tokens(tiny_embedding_dir, monkeypatch):
+    monkeypatch.setattr(device, "AUTO_COMPILE_AFTER_TOKENS", 300)
+    monkeypatch.setattr(kernels, "can_compile", lambda _: True)
+    embedder = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="auto")
+    schedule = embedder.backend.kernels
+    embedder.encode(["a short text"])  # a one-shot command stays eager
+    assert not schedule.compiled and embedder.backend.model.norm.kernels is kernels.EAGER
+    embedder.encode(MIXED_TEXTS)  # a long job switches
+    assert schedule.compiled and embedder.backend.model.norm.kernels.compiled
+    never = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off")
+    never.warm_up()  # a server's start-up: off stays off
+    assert not never.backend.kernels.compiled
+    now = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="auto")
+    now.warm_up()  # ... and auto compiles there, before the first request
+    assert now.backend.kernels.compiled
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_compiled_model_embeds_as_the_eager_one(tiny_embedding_dir, dtype):
+    vectors = {mode: Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile=mode).encode(MIXED_TEXTS)
+               for mode in ("on", "off")}
+    assert np.min((vectors["on"] * vectors["off"]).sum(axis=1)) >= (0.999999 if dtype == "float32" else 0.9999)
+
+
+def test_a_compiled_reranker_scores_as_the_eager_one(tiny_reranker_dir):
+    from q3embed import Reranker
+    from texts import DOCUMENTS, QUERIES
+
+    scores = {mode: Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile=mode).score(
+        QUERIES[0], DOCUMENTS) for mode in ("on", "off")}  # the shared prefix goes through prefill too
+    assert np.abs(np.array(scores["on"]) - np.array(scores["off"])).max() <= 1e-5
