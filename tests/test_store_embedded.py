@@ -63,7 +63,7 @@ def test_writes_of_another_store_instance_are_seen_by_the_next_search(tmp_path):
     assert "doc1" not in {h.document_id for h in reader.search("c", vectors[1, 1], 8)}
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "format-1"])
 def test_a_broken_or_foreign_index_file_is_rebuilt_from_sqlite(tmp_path, damage):
     store = EmbeddedStore(tmp_path)
     store.create_collection(info_for("c"))
@@ -75,6 +75,8 @@ def test_a_broken_or_foreign_index_file_is_rebuilt_from_sqlite(tmp_path, damage)
         index_file.write_bytes(index_file.read_bytes()[:100])
     elif damage == "garbage":
         index_file.write_bytes(os.urandom(4096))
+    elif damage == "format-1":  # the fp32 flat index of earlier versions
+        index_file.write_bytes(b"Q3EMBED-FAISS-1\n" + index_file.read_bytes()[len(faiss_index.MAGIC):])
     else:  # another collection's (valid) index file
         other = EmbeddedStore(tmp_path)
         other.create_collection(info_for("d"))
@@ -184,19 +186,6 @@ def test_vectors_fp16_cannot_hold_are_refused(tmp_path, bad):
     vector[0, 3] = bad
     with pytest.raises(InputError, match="finite"):
         store.write("c", [make_document("x", vector)])
-
-
-def test_an_index_file_of_the_fp32_format_is_rebuilt(tmp_path):
-    store = EmbeddedStore(tmp_path)
-    store.create_collection(info_for("c"))
-    docs, vectors = _docs(0, 6)
-    store.write("c", docs)
-    store.close()
-    index_file = tmp_path / "c" / INDEX_FILE
-    index_file.write_bytes(b"Q3EMBED-FAISS-1\n" + index_file.read_bytes()[len(faiss_index.MAGIC):])
-    reopened = EmbeddedStore(tmp_path)
-    assert reopened.search("c", vectors[4, 0], 1)[0].document_id == "doc4"
-    assert _handle(reopened, "c").last_sync == "rebuilt"
 
 
 # ---------------------------------------------------------------- kill -9 during an ingest
