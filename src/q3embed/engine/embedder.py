@@ -117,12 +117,11 @@ class Embedder:
         return out
 
     def warm_up(self) -> None:
-        """One short forward pass, compiling the fused kernels now where they are enabled (a
+        """Compile the fused kernels now, where they are enabled, with one short forward pass (a
         server calls this at start-up, so that no request waits for a compile)."""
         kernels = getattr(self.backend, "kernels", None)
-        if kernels is not None:
-            kernels.compile_now()
-        self.embed_tokens(self.backend.tokenize(["warm up"], truncate=True))
+        if kernels is not None and kernels.compile_now():
+            self.embed_tokens(self.backend.tokenize(["warm up"], truncate=True))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return similarity(a, b)

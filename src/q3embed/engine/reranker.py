@@ -122,7 +122,7 @@ class EmbeddingSimilarityScorer:
 
 
 def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_batch_tokens: int,
-                 compile: str | None) -> RerankScorer:
+                 compile: str | None, compile_after: int | None) -> RerankScorer:
     try:
         resolved = resolve_model(QWEN3_RERANKER_DEFAULT)
     except ModelNotFoundError as exc:
@@ -135,8 +135,7 @@ def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_
         return EmbeddingSimilarityScorer(embedder)
     log.warning("reranker auto -> %s (%s)", QWEN3_RERANKER_DEFAULT, resolved.reason)
     return Qwen3RerankScorer(resolved, device=device, dtype=dtype, max_length=max_length,
-                             max_batch_tokens=max_batch_tokens,
-                             compile_after=resolve_compile(compile, device))
+                             max_batch_tokens=max_batch_tokens, compile_after=compile_after)
 
 
 class Reranker:
@@ -166,7 +165,8 @@ class Reranker:
         compile_after = resolve_compile(compile, resolved_device)  # a bad mode fails before any loading
         length = max_length or MAX_LENGTH_DEFAULT
         if model == AUTO:
-            self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens, compile)
+            self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens, compile,
+                                       compile_after)
             return
         resolved = resolve_model(model)
         if not is_gguf_file(resolved.path) and (
@@ -181,11 +181,10 @@ class Reranker:
         return self.scorer.info
 
     def warm_up(self) -> None:
-        """One short scoring pass, compiling the fused kernels now where they are enabled."""
+        """Compile the fused kernels now, where they are enabled, with one short scoring pass."""
         kernels = getattr(self.scorer, "kernels", None)
-        if kernels is not None:
-            kernels.compile_now()
-        self.score("warm", ["up"])
+        if kernels is not None and kernels.compile_now():
+            self.score("warm", ["up"])
 
     def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
               truncate: bool = True) -> list[float]:

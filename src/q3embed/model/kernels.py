@@ -64,7 +64,6 @@ def norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -
 class Kernels:
     rms_norm: Callable[[Tensor, Tensor, float], Tensor]
     norm_rope: Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor]
-    compiled: bool = False
 
 
 EAGER = Kernels(rms_norm, norm_rope)
@@ -103,7 +102,7 @@ def can_compile(device: torch.device) -> bool:
 @functools.cache
 def compiled_kernels() -> Kernels:
     """One set per process: every model shares the compiled code (shapes are dynamic)."""
-    return Kernels(_CompiledOrEager(rms_norm), _CompiledOrEager(norm_rope), compiled=True)
+    return Kernels(_CompiledOrEager(rms_norm), _CompiledOrEager(norm_rope))
 
 
 class KernelSchedule:
@@ -122,8 +121,9 @@ class KernelSchedule:
             self.model.use_kernels(compiled_kernels())  # type: ignore[operator]
             self.compiled = True
 
-    def compile_now(self) -> None:
-        """Switch now if compiling is allowed at all (the next forward pass compiles)."""
+    def compile_now(self) -> bool:
+        """Switch now if compiling is allowed at all (the next forward pass compiles); whether it is."""
         if self.after_tokens is not None:
             self.after_tokens = 0
             self.count(0)
+        return self.compiled

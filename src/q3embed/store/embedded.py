@@ -275,13 +275,9 @@ class EmbeddedStore:
             return handle.counts()
 
     def document_hashes(self, name: str, ids: Sequence[str]) -> dict[str, str]:
-        handle, out, ids = self._get(name), {}, list(ids)
+        handle = self._get(name)
         with handle.lock:
-            for first in range(0, len(ids), 900):
-                part = ids[first:first + 900]
-                marks = ",".join("?" * len(part))
-                out.update(handle.db.execute(f"SELECT id, hash FROM documents WHERE id IN ({marks})", part).fetchall())
-        return out
+            return dict(sql.select_in(handle.db, "SELECT id, hash FROM documents WHERE id IN ({marks})", list(ids)))
 
     def write(self, name: str, documents: Sequence[DocumentRecord]) -> None:
         handle = self._get(name)

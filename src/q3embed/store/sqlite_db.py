@@ -22,7 +22,7 @@ from .protocol import DocumentRecord, StoredChunk, StoredDocument
 
 __all__ = ["DB_FILE", "Changes", "connect", "initialise", "read_meta", "write_document", "delete_documents",
            "version_and_floor", "changes_since", "read_all_vectors", "prune_removed", "get_document", "chunk_rows",
-           "chunk_vectors"]
+           "chunk_vectors", "select_in"]
 
 DB_FILE = "store.sqlite"
 
@@ -171,28 +171,27 @@ def prune_removed(db: sqlite3.Connection, version: int) -> None:
         db.execute("UPDATE state SET removed_floor = MAX(removed_floor, ?) WHERE id = 1", (version,))
 
 
+def select_in(db: sqlite3.Connection, query: str, values: Sequence[Any], batch: int = 900) -> list[tuple]:
+    """The rows of `query`, whose `{marks}` is filled with one `?` per value, run batch by batch
+    to stay under SQLite's bound-parameter limit; rows in batch order."""
+    rows: list[tuple] = []
+    for first in range(0, len(values), batch):
+        part = list(values[first:first + batch])
+        rows += db.execute(query.format(marks=",".join("?" * len(part))), part).fetchall()
+    return rows
+
+
 def chunk_rows(db: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int, tuple]:
     """chunk id -> (doc_id, idx, start, end, text, metadata dict) for the ids still stored."""
-    out: dict[int, tuple] = {}
-    ids = [int(i) for i in chunk_ids]
-    for first in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
-        part = ids[first:first + 900]
-        marks = ",".join("?" * len(part))
-        for row in db.execute(
-                "SELECT c.id, c.doc_id, c.idx, c.start_char, c.end_char, c.text, d.metadata FROM chunks c "
-                f"JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})", part):
-            out[row[0]] = (*row[1:6], json.loads(row[6]))
-    return out
+    rows = select_in(db, "SELECT c.id, c.doc_id, c.idx, c.start_char, c.end_char, c.text, d.metadata FROM chunks c "
+                         "JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})", [int(i) for i in chunk_ids])
+    return {row[0]: (*row[1:6], json.loads(row[6])) for row in rows}
 
 
 def chunk_vectors(db: sqlite3.Connection, chunk_ids: np.ndarray, dimensions: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids [m], float32 vectors [m, d]) of the chunk ids still stored, ids ascending."""
-    ids = np.unique(np.asarray(chunk_ids, np.int64)).tolist()
-    rows: list[tuple[int, bytes]] = []
-    for first in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
-        part = ids[first:first + 900]
-        marks = ",".join("?" * len(part))
-        rows += db.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks}) ORDER BY id", part).fetchall()
+    ids = np.unique(np.asarray(chunk_ids, np.int64)).tolist()  # ascending: so are the batches' rows
+    rows = select_in(db, "SELECT id, vector FROM chunks WHERE id IN ({marks}) ORDER BY id", ids)
     return np.array([r[0] for r in rows], np.int64), _blobs_to_array([r[1] for r in rows], dimensions)
 
 
