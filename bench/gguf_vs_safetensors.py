@@ -31,7 +31,7 @@ def gguf_file(model_dir: Path, file_type: str) -> Path:
     """The GGUF twin of `model_dir`, written once and kept."""
     out = CACHE / f"{model_dir.name}-{file_type}.gguf"
     if not out.is_file():
-        from q3embed.testing.gguf import write_gguf
+        from q3embed.testing.gguf_writer import write_gguf
 
         print(f"writing {out} ...", flush=True)
         partial = out.with_suffix(".partial")

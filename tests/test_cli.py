@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import q3embed.cli as cli
-import q3embed.cli.core as cli_core
+import q3embed.cli.model_commands as cli_core
 from q3embed import Embedder, Reranker, similarity
 from q3embed.cli import main
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import q3embed.cli.collections as cli_collections
+import q3embed.cli.collection_commands as cli_collections
 from q3embed import Embedder, Reranker
 from q3embed.cli import main
 
@@ -20,9 +20,9 @@ def clean_env_and_shared_models(monkeypatch, embedder, reranker, tiny_embedding_
         if name.startswith("Q3EMBED_"):
             monkeypatch.delenv(name)
     models = {str(tiny_embedding_dir): embedder}
-    monkeypatch.setattr(cli_collections, "Embedder", lambda model, **_: models.get(model) or Embedder(model))
+    monkeypatch.setattr(cli_collections, "Embedder", lambda options: models.get(options.model) or Embedder(options))
     monkeypatch.setattr(cli_collections, "Reranker",
-                        lambda model, **_: reranker if model == str(tiny_reranker_dir) else Reranker(model))
+                        lambda options: reranker if options.model == str(tiny_reranker_dir) else Reranker(options))
 
 
 @pytest.fixture

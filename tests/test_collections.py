@@ -251,8 +251,8 @@ def test_collections_through_the_engine_match_the_direct_models(tmp_path, embedd
     import asyncio
     import threading
 
-    from q3embed.engine.engine import Engine
-    from q3embed.pipeline.engine_models import EngineEncoder, EngineScorer
+    from q3embed.engine import Engine
+    from q3embed.server.engine_adapters import EngineEncoder, EngineScorer
 
     engine = Engine(embedder, reranker)
     engine.start()

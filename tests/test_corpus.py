@@ -18,7 +18,8 @@ import q3embed.pipeline.corpus as corpus_mod
 from q3embed import Embedder
 from q3embed.cli import main
 from q3embed.errors import ConfigurationError, ConflictError, InputError
-from q3embed.pipeline.corpus import CorpusJob, EmbedSettings, embed_corpus
+from q3embed.engine import ModelOptions
+from q3embed.pipeline.corpus import CorpusJob, embed_corpus
 from q3embed.pipeline.corpus_read import CorpusFields
 from q3embed.pipeline.corpus_write import read_output
 
@@ -40,7 +41,7 @@ def reuse_the_tiny_model(monkeypatch: pytest.MonkeyPatch, embedder: Embedder, ti
     """Loading the Qwen3 tokenizer costs ~1 s; the job's own loader still runs for any other model."""
     real = corpus_mod.load_embedder
 
-    def load(settings: EmbedSettings) -> Embedder:
+    def load(settings: ModelOptions) -> Embedder:
         same = (settings.model, settings.dtype, settings.device) == (str(tiny_embedding_dir), "float32", "cpu")
         return embedder if same and settings.max_length is None else real(settings)
 
@@ -48,8 +49,8 @@ def reuse_the_tiny_model(monkeypatch: pytest.MonkeyPatch, embedder: Embedder, ti
 
 
 @pytest.fixture
-def settings(tiny_embedding_dir: Path) -> EmbedSettings:
-    return EmbedSettings(model=str(tiny_embedding_dir), dtype="float32", device="cpu")
+def settings(tiny_embedding_dir: Path) -> ModelOptions:
+    return ModelOptions(model=str(tiny_embedding_dir), dtype="float32", device="cpu")
 
 
 @pytest.fixture
@@ -154,8 +155,8 @@ def test_csv_tsv_and_parquet_give_the_jsonl_output(tmp_path, settings, kind):
 def test_row_numbers_as_ids_queries_and_dimensions(tmp_path, settings, embedder):
     rows = [{"body": r["text"]} for r in ROWS[:6]]
     source = write_parquet(tmp_path / "q.parquet", rows)
-    job = CorpusJob(source, tmp_path / "out", EmbedSettings(**{**settings.__dict__, "query": True, "dimensions": 32}),
-                    CorpusFields(text_field="body"), shard_size=SHARD)
+    job = CorpusJob(source, tmp_path / "out", settings, CorpusFields(text_field="body"), query=True, dimensions=32,
+                    shard_size=SHARD)
     embed_corpus(job)
     table = read_output(tmp_path / "out")
     assert table["id"].to_pylist() == [str(i) for i in range(6)]
@@ -293,7 +294,7 @@ def test_ray_flag_without_ray_installed_says_how_to_install(monkeypatch):
 
 
 def test_the_base_install_never_imports_ray():
-    probe = ("import sys, q3embed, q3embed.cli, q3embed.pipeline.corpus, q3embed.cli.corpus, q3embed.distributed; "
+    probe = ("import sys, q3embed, q3embed.cli, q3embed.pipeline.corpus, q3embed.cli.corpus_command, q3embed.distributed; "
              "q3embed.cli.build_parser(); print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"

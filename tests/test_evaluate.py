@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import q3embed.cli.evaluate as cli_evaluate
+import q3embed.cli.eval_commands as cli_evaluate
 from q3embed import Embedder, InputError, NotFoundError, Reranker
 from q3embed.cli import main
 from q3embed.evaluate import EvalConfig, dataset_defaults, evaluate_beir, evaluate_run, exact_search, load_beir
@@ -168,7 +168,7 @@ def test_encode_texts_keeps_order_and_embeds_empty_texts(embedder):
     vectors = encode_texts(embedder, texts)
     filled = [0, 2, 3]
     assert np.allclose(vectors[filled], embedder.encode([texts[i] for i in filled]), atol=1e-6)
-    empty = embedder.embed_tokens(embedder.backend.tokenize([""], truncate=True))[0]
+    empty = embedder.forward(embedder.prepare([""], allow_empty=True).token_lists)[0]  # one batch, no scatter
     assert np.allclose(vectors[1], (empty / empty.norm()).numpy(), atol=1e-6)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 

@@ -21,8 +21,8 @@ import q3embed.weights.gguf as gguf_weights
 import q3embed.weights.resolve as resolve
 from q3embed import CheckpointError, Embedder, ModelNotFoundError, Reranker
 from q3embed.cli import main
-from q3embed.testing.checkpoints import CheckpointSpec, build_checkpoint, qwen_tokenizer_dir
-from q3embed.testing.gguf import write_gguf
+from q3embed.testing.checkpoints import ENDOFTEXT_ID, CheckpointSpec, build_checkpoint, qwen_tokenizer_dir
+from q3embed.testing.gguf_writer import write_gguf
 from q3embed.text.gguf_tokenizer import tokenizer_from_gguf
 from q3embed.text.prompts import RERANK_PREFIX, RERANK_SUFFIX, query_text
 from q3embed.text.tokenizer import Qwen3Tokenizer
@@ -30,7 +30,7 @@ from q3embed.weights.gguf_file import GgufFile
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
 Q = gguf.GGMLQuantizationType
-ENDOFTEXT = 151643
+ENDOFTEXT = ENDOFTEXT_ID
 TEXTS = MIXED_TEXTS + [query_text(q) for q in QUERIES]
 MULTILINGUAL = MIXED_TEXTS + DOCUMENTS + QUERIES + [
     RERANK_PREFIX,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from q3embed import ConfigurationError, Embedder, InputError, similarity
+from q3embed.text.prompts import query_text
 
 
 def test_every_mrl_size_is_the_sliced_then_renormalised_full_vector(embedder):
@@ -55,9 +56,15 @@ def test_over_length_with_truncation_off_names_the_item(tiny_embedding_dir):
         short.encode(["word " * 50], truncate=False)
 
 
-def test_instruction_without_query_is_refused(embedder):
-    with pytest.raises(InputError, match="instruction applies to queries only"):
-        embedder.encode(["x"], instruction="Find passages")
+def test_an_instruction_means_a_query(embedder):
+    """The one rule, the same in the Python API, the engine, embed-corpus, the CLI and HTTP."""
+    task = "Find passages"
+    implied = embedder.encode(["x"], instruction=task)
+    np.testing.assert_array_equal(implied, embedder.encode(["x"], query=True, instruction=task))
+    assert not np.allclose(implied, embedder.encode(["x"]))
+    assert embedder.tokenize(["x"], instruction=task) == embedder.tokenize([query_text("x", task)])
+    with pytest.raises(InputError, match="instruction is an empty string"):
+        embedder.encode(["x"], instruction=" ")
 
 
 def test_a_single_string_gives_one_vector(embedder):

@@ -1,5 +1,8 @@
 """The decoder's elementwise kernels: eager = the reference's numerics, compiled = eager, a failed
-compile falls back, and the compile switch reads as documented."""
+compile falls back, and the compile switch reads as documented.
+
+The compiled-versus-eager tests skip where torch.compile cannot run (no C++ compiler), and check
+that the compiled code really ran: a silent fallback would compare eager with eager."""
 
 from __future__ import annotations
 
@@ -8,16 +11,24 @@ import logging
 import numpy as np
 import pytest
 import torch
+from texts import MIXED_TEXTS
 
 from q3embed import Embedder
 from q3embed.engine import device
-from q3embed.engine.device import AUTO_COMPILE_AFTER_TOKENS, COMPILE_ENV, resolve_compile
+from q3embed.engine.device import AUTO_COMPILE_AFTER_TOKENS, resolve_compile
 from q3embed.errors import ConfigurationError
 from q3embed.model import kernels
 from q3embed.model.qwen3 import rope_cos_sin
-from texts import MIXED_TEXTS
 
 CPU = torch.device("cpu")
+needs_compiler = pytest.mark.skipif(not kernels.can_compile(CPU),
+                                    reason="no C++ compiler here: torch.compile's CPU backend (Inductor) cannot run")
+
+
+def _assert_compiled_ran() -> None:
+    """The shared compiled kernels answered without falling back to eager."""
+    compiled = kernels.compiled_kernels()
+    assert not compiled.rms_norm.failed and not compiled.norm_rope.failed, "torch.compile fell back to eager"
 
 
 def _inputs(dtype: torch.dtype, tokens: int = 37, heads: int = 4, head_dim: int = 64):
@@ -47,6 +58,7 @@ def test_eager_rope_is_the_reference_bit_for_bit_in_fp32():
     assert torch.equal(kernels.apply_rope(x, cos, sin), reference[0].transpose(0, 1))
 
 
+@needs_compiler
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_compiled_kernels_equal_the_eager_ones(dtype):
     """Only an fp32 reduction's order may differ: fp32 within 1e-6, bf16 a rare last-bit flip."""
@@ -63,6 +75,7 @@ def test_compiled_kernels_equal_the_eager_ones(dtype):
         else:
             assert (got != want).float().mean().item() <= 0.01
             torch.testing.assert_close(got, want, rtol=2 ** -7, atol=0)  # one bf16 step at most
+    _assert_compiled_ran()
 
 
 def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch, caplog):
@@ -81,49 +94,60 @@ def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch, caplog):
     assert len(calls) == 1 and "InvalidCxxCompiler" in caplog.text
 
 
-def test_the_compile_switch(monkeypatch):
-    monkeypatch.delenv(COMPILE_ENV, raising=False)
-    assert resolve_compile("off", CPU) is None and resolve_compile("on", CPU) == 0
-    auto = AUTO_COMPILE_AFTER_TOKENS if kernels.can_compile(CPU) else None  # CPU with a C++ compiler
-    assert resolve_compile(None, CPU) == resolve_compile("auto", CPU) == auto
-    monkeypatch.setenv(COMPILE_ENV, "OFF")
-    assert resolve_compile(None, CPU) is None
-    assert resolve_compile("on", CPU) == 0  # an argument beats the environment
-    monkeypatch.setenv(COMPILE_ENV, "sometimes")
-    with pytest.raises(ConfigurationError, match="Q3EMBED_COMPILE.*auto, on or off"):
-        resolve_compile(None, CPU)
+@pytest.mark.parametrize("compiler", [True, False])
+def test_the_compile_switch(monkeypatch, compiler):
+    """on and off are what they say; auto compiles after AUTO_COMPILE_AFTER_TOKENS on a CPU that can."""
+    monkeypatch.setattr(kernels, "can_compile", lambda _: compiler)
+    assert resolve_compile("off", CPU) is None and resolve_compile("on", CPU) == 0 and resolve_compile("ON", CPU) == 0
+    assert resolve_compile("auto", CPU) == (AUTO_COMPILE_AFTER_TOKENS if compiler else None)
+    assert resolve_compile("auto", torch.device("cuda")) is None  # not measured to pay on a GPU yet
+    with pytest.raises(ConfigurationError, match="'sometimes'.*auto, on or off"):
+        resolve_compile("sometimes", CPU)
     with pytest.raises(ConfigurationError, match="auto, on or off"):
         Embedder("auto", compile="fast")
+
+
+def test_the_environment_plays_no_part(monkeypatch, tiny_embedding_dir):
+    """Q3EMBED_COMPILE is the CLI's twin of --compile, read by the CLI only: the engine takes its options."""
+    monkeypatch.setenv("Q3EMBED_COMPILE", "on")
+    embedder = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off")
+    embedder.encode(MIXED_TEXTS * 20)
+    assert embedder._backend.model.norm.kernels is kernels.EAGER
 
 
 def test_auto_compiles_once_a_model_has_run_enough_tokens(tiny_embedding_dir, monkeypatch):
     monkeypatch.setattr(device, "AUTO_COMPILE_AFTER_TOKENS", 300)
     monkeypatch.setattr(kernels, "can_compile", lambda _: True)
     embedder = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="auto")
-    schedule = embedder.backend.kernels
+    schedule = embedder._backend.kernels
     embedder.encode(["a short text"])  # a one-shot command stays eager
-    assert not schedule.compiled and embedder.backend.model.norm.kernels is kernels.EAGER
+    assert not schedule.compiled and embedder._backend.model.norm.kernels is kernels.EAGER
     embedder.encode(MIXED_TEXTS)  # a long job switches
-    assert schedule.compiled and embedder.backend.model.norm.kernels is kernels.compiled_kernels()
+    assert schedule.compiled and embedder._backend.model.norm.kernels is kernels.compiled_kernels()
     never = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off")
     never.warm_up()  # a server's start-up: off stays off
-    assert not never.backend.kernels.compiled
+    assert not never._backend.kernels.compiled
     now = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="auto")
     now.warm_up()  # ... and auto compiles there, before the first request
-    assert now.backend.kernels.compiled
+    assert now._backend.kernels.compiled
 
 
+@needs_compiler
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_compiled_model_embeds_as_the_eager_one(tiny_embedding_dir, dtype):
     vectors = {mode: Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile=mode).encode(MIXED_TEXTS)
                for mode in ("on", "off")}
     assert np.min((vectors["on"] * vectors["off"]).sum(axis=1)) >= (0.999999 if dtype == "float32" else 0.9999)
+    _assert_compiled_ran()
 
 
+@needs_compiler
 def test_a_compiled_reranker_scores_as_the_eager_one(tiny_reranker_dir):
-    from q3embed import Reranker
     from texts import DOCUMENTS, QUERIES
+
+    from q3embed import Reranker
 
     scores = {mode: Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile=mode).score(
         QUERIES[0], DOCUMENTS) for mode in ("on", "off")}  # the shared prefix goes through prefill too
     assert np.abs(np.array(scores["on"]) - np.array(scores["off"])).max() <= 1e-5
+    _assert_compiled_ran()

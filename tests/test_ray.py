@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -29,9 +30,9 @@ ray = pytest.importorskip("ray")
 
 from q3embed.cli import main  # noqa: E402
 from q3embed.distributed.ray_data import RayOptions, embed_corpus_ray  # noqa: E402
-from q3embed.distributed.serve import APP_NAME, ReplicaOptions, start_replicas, stop_replicas  # noqa: E402
-from q3embed.engine.engine import EngineOptions  # noqa: E402
-from q3embed.pipeline.corpus import CorpusJob, EmbedSettings, embed_corpus  # noqa: E402
+from q3embed.distributed.ray_serve import APP_NAME, ReplicaOptions, start_replicas, stop_replicas  # noqa: E402
+from q3embed.engine import EngineOptions, ModelOptions  # noqa: E402
+from q3embed.pipeline.corpus import CorpusJob, embed_corpus  # noqa: E402
 from q3embed.pipeline.corpus_read import CorpusFields  # noqa: E402
 from q3embed.pipeline.corpus_write import read_output  # noqa: E402
 from q3embed.server.config import ServerConfig  # noqa: E402
@@ -80,12 +81,12 @@ def assert_same_output(a: Path, b: Path) -> None:
 
 
 def test_ray_data_output_equals_the_single_process_run(local_ray, tmp_path, tiny_embedding_dir, embedder):
-    settings = EmbedSettings(model=str(tiny_embedding_dir), dtype="float32", device="cpu")
+    settings = ModelOptions(model=str(tiny_embedding_dir), dtype="float32", device="cpu")
     source = write_jsonl(tmp_path / "corpus.jsonl", ROWS)
     fields = CorpusFields(title_field="title")
     embed_corpus(CorpusJob(source, tmp_path / "single", settings, fields, shard_size=SHARD, batch_rows=5),
                  embedder=embedder)
-    job = CorpusJob(source, tmp_path / "ray", EmbedSettings(**{**settings.__dict__, "threads": 1}), fields,
+    job = CorpusJob(source, tmp_path / "ray", replace(settings, threads=1), fields,
                     shard_size=SHARD, batch_rows=3)
     seen = []
     report = embed_corpus_ray(job, RayOptions(workers=2), progress=lambda rows, tokens: seen.append(rows))
@@ -102,7 +103,7 @@ def test_ray_cli_on_csv_resumes_and_matches(local_ray, capsys, tmp_path, tiny_em
         writer = csv.DictWriter(handle, fieldnames=["id", "title", "text"])
         writer.writeheader()
         writer.writerows(ROWS)
-    settings = EmbedSettings(model=str(tiny_embedding_dir), dtype="float32", device="cpu")
+    settings = ModelOptions(model=str(tiny_embedding_dir), dtype="float32", device="cpu")
     embed_corpus(CorpusJob(source, tmp_path / "single", settings, shard_size=SHARD), embedder=embedder)
     shutil.copytree(tmp_path / "single", tmp_path / "ray")
     for shard in (1, 6):
@@ -171,8 +172,8 @@ def milvus_server(tmp_path: Path) -> Iterator[str]:
 def test_two_serve_replicas_answer_like_the_engine(local_ray, tiny_embedding_dir, embedder, milvus_server):
     from ray import serve
 
-    config = ServerConfig(engine=EngineOptions(model=str(tiny_embedding_dir), reranker=None, device="cpu",
-                                               dtype="float32"),
+    config = ServerConfig(engine=EngineOptions(ModelOptions(str(tiny_embedding_dir), device="cpu", dtype="float32"),
+                                               reranker=None),
                           host="127.0.0.1", port=free_port(), milvus_uri=milvus_server)
     started = start_replicas(config, ReplicaOptions(replicas=2, threads=1))
     try:
@@ -210,10 +211,10 @@ def test_replicas_without_milvus_turn_collections_off(tiny_embedding_dir, embedd
     """Without a shared Milvus each replica would see its own collections: the routes say so instead."""
     from fastapi.testclient import TestClient
 
-    from q3embed.distributed.serve import build_replica_app
+    from q3embed.distributed.ray_serve import build_replica_app
 
-    config = ServerConfig(engine=EngineOptions(model=str(tiny_embedding_dir), reranker=None, device="cpu",
-                                               dtype="float32"))
+    config = ServerConfig(engine=EngineOptions(ModelOptions(str(tiny_embedding_dir), device="cpu", dtype="float32"),
+                                               reranker=None))
     with TestClient(build_replica_app(config, threads=None)) as client:
         for answer in (client.get("/v1/collections"), client.post("/v1/collections/docs/search", json={})):
             assert answer.status_code == 501

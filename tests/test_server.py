@@ -16,8 +16,7 @@ import openai
 import pytest
 
 from q3embed import Embedder, Reranker
-from q3embed.engine.engine import Engine
-from q3embed.engine.worker import QueueLimits
+from q3embed.engine import Engine, QueueLimits
 from q3embed.server.app import create_app
 from q3embed.server.config import ServerConfig
 from q3embed.testing.server import running_server
@@ -28,7 +27,7 @@ MAX_LENGTH = 64
 
 
 class GatedEmbed:
-    """Wraps the backend's embed: can hold the worker, records what it computed, injects faults."""
+    """Wraps the model's forward pass: can hold the worker, records what it computed, injects faults."""
 
     def __init__(self, embed) -> None:
         self.embed = embed
@@ -61,8 +60,8 @@ def short_reranker(tiny_reranker_dir) -> Reranker:
 
 def _engine(embedder, reranker, **limits) -> tuple[Engine, GatedEmbed]:
     engine = Engine(embedder, reranker, QueueLimits(**limits) if limits else None)
-    gate = GatedEmbed(embedder.backend.embed)
-    engine.worker._embed = gate
+    gate = GatedEmbed(embedder.forward)
+    engine._worker._forward = gate  # the test's seam into the worker: the one model call it makes
     return engine, gate
 
 
@@ -264,7 +263,7 @@ def test_32_concurrent_clients_are_batched_and_each_gets_its_own_answer(served, 
         blocker = pool.submit(_post, url, "/v1/embeddings", {"input": "hold the worker"})
         _wait(gate.entered.is_set, "the worker to take the first request")
         answers = [pool.submit(_post, url, "/v1/embeddings", {"input": t}) for t in texts]
-        _wait(lambda: engine.worker.queued_requests == 32, "32 queued requests")
+        _wait(lambda: engine.queued_requests == 32, "32 queued requests")
         gate.open.set()
         assert blocker.result().status_code == 200
         for client_texts, answer in zip(texts, answers, strict=True):
@@ -289,7 +288,7 @@ def test_a_disconnected_client_has_its_queued_work_dropped(served, short_embedde
         _wait(gate.entered.is_set, "the worker to take the first request")
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url + "/v1/embeddings", json={"input": "abandoned text"}, timeout=0.5)
-        _wait(lambda: engine.worker.queued_requests == 0, "the abandoned job to leave the queue")
+        _wait(lambda: engine.queued_requests == 0, "the abandoned job to leave the queue")
         gate.open.set()
         assert blocker.result().status_code == 200
     abandoned = tuple(short_embedder.tokenize(["abandoned text"])[0])
@@ -304,7 +303,7 @@ def test_a_full_queue_answers_429_with_retry_after(short_embedder):
         running = pool.submit(_post, url, "/v1/embeddings", {"input": "in progress"})
         _wait(gate.entered.is_set, "the worker to take the first request")
         queued = [pool.submit(_post, url, "/v1/embeddings", {"input": f"queued {i}"}) for i in range(2)]
-        _wait(lambda: engine.worker.queued_requests == 2, "a full queue")
+        _wait(lambda: engine.queued_requests == 2, "a full queue")
         refused = _post(url, "/v1/embeddings", {"input": "one too many"})
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["type"] == "rate_limit_error"

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from q3embed import Embedder, Reranker
-from q3embed.engine.engine import Engine
+from q3embed.engine import Engine
 from q3embed.server.app import create_app
 from q3embed.server.config import ServerConfig
 from q3embed.testing.server import running_server

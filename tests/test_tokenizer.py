@@ -9,11 +9,11 @@ import pytest
 from tokenizers import Tokenizer
 
 from q3embed.errors import CheckpointError, ConfigurationError, InputError
-from q3embed.testing.checkpoints import qwen_tokenizer_dir, with_eos_post_processor
+from q3embed.testing.checkpoints import ENDOFTEXT_ID, qwen_tokenizer_dir, with_eos_post_processor
 from q3embed.text.prompts import query_text
 from q3embed.text.tokenizer import Qwen3Tokenizer
 
-EOS = 151643
+EOS = ENDOFTEXT_ID
 QUERY_IDS = [641, 1235, 25, 16246, 264, 3482, 2711, 3239, 11, 17179, 9760, 46769, 429, 4226, 279, 3239,
              198, 2859, 25, 3838, 374, 279, 6722, 315, 5616, 30, EOS]
 PREFIX_IDS = [151644, 8948, 198, 60256, 3425, 279, 11789, 20027, 279, 8502, 3118, 389, 279, 11361, 323,

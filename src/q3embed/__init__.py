@@ -1,21 +1,26 @@
 """q3embed: Qwen3-Embedding and Qwen3-Reranker, exactly right and fast."""
 
-from .engine import Embedder, Reranker, RerankResult, similarity
+from .engine import Embedder, ModelOptions, Reranker, RerankResult, similarity
 from .errors import (
     CheckpointError,
+    ClientDisconnected,
     ConfigurationError,
     ConflictError,
+    EngineFailure,
+    EngineStopped,
     InputError,
     ModelNotFoundError,
     NotFoundError,
     OverloadedError,
     Q3EmbedError,
+    UnsupportedError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Embedder",
+    "ModelOptions",
     "Reranker",
     "RerankResult",
     "similarity",
@@ -27,5 +32,9 @@ __all__ = [
     "NotFoundError",
     "ConflictError",
     "OverloadedError",
+    "UnsupportedError",
+    "EngineStopped",
+    "EngineFailure",
+    "ClientDisconnected",
     "__version__",
 ]

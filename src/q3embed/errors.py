@@ -1,6 +1,7 @@
-"""Every error q3embed raises on purpose; each one is something a user can fix.
+"""Every error q3embed raises on purpose: one base class, drawn here once.
 
     Q3EmbedError
+    │  the caller's mistakes (the message says how to fix them)
     ├── InputError            bad texts or arguments (empty, wrong type, too long, bad dimensions)
     ├── ModelNotFoundError    a model id or path that cannot be found or downloaded
     ├── CheckpointError       a model directory that exists but cannot be loaded
@@ -8,7 +9,15 @@
     ├── NotFoundError         a named thing (collection, document, served model) that does not exist
     ├── ConflictError         a request that contradicts existing state (collection exists, built
     │                         with another model or dimensions)
-    └── OverloadedError       the engine's queue is full; retry later
+    ├── UnsupportedError      a feature this running service does not offer (collections off on
+    │                         stateless replicas)
+    │  the service's state (nothing is wrong with the request itself)
+    ├── OverloadedError       the engine's queue is full; retry later
+    ├── EngineStopped         the engine is stopped, shutting down or dead: it takes no more work
+    ├── EngineFailure         the model raised while computing a batch; only that batch's requests fail
+    └── ClientDisconnected    the HTTP client left before its answer was ready
+
+The HTTP server maps each class to one status in one table (server/http_errors.py).
 """
 
 from __future__ import annotations
@@ -21,12 +30,16 @@ __all__ = [
     "ConfigurationError",
     "NotFoundError",
     "ConflictError",
+    "UnsupportedError",
     "OverloadedError",
+    "EngineStopped",
+    "EngineFailure",
+    "ClientDisconnected",
 ]
 
 
 class Q3EmbedError(Exception):
-    """Base class: the message alone tells the user what went wrong and how to fix it."""
+    """Base class: the message alone tells what went wrong and, where the caller can, how to fix it."""
 
 
 class InputError(Q3EmbedError, ValueError):
@@ -53,5 +66,21 @@ class ConflictError(Q3EmbedError):
     """The request contradicts what exists: a collection that already exists, or one built with another model."""
 
 
+class UnsupportedError(Q3EmbedError):
+    """The running service does not offer this feature (its configuration turned it off)."""
+
+
 class OverloadedError(Q3EmbedError):
     """The engine cannot take more work now; the caller should retry after a short wait."""
+
+
+class EngineStopped(Q3EmbedError):
+    """The engine's worker is stopped, stopping or dead: it takes no more work."""
+
+
+class EngineFailure(Q3EmbedError):
+    """The model raised while computing a batch; only the requests of that batch fail."""
+
+
+class ClientDisconnected(Q3EmbedError):
+    """The client closed the connection before its answer was ready (its queued work is dropped)."""

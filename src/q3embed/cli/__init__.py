@@ -18,12 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
-from ..engine.device import COMPILE_ENV, set_cpu_threads
 from ..errors import Q3EmbedError
-from . import core, serve
-from . import collections as collections_cmd
-from . import corpus as corpus_cmd
-from . import evaluate as evaluate_cmd
+from . import collection_commands, corpus_command, eval_commands, model_commands, serve_command
 from .common import PROG
 from .env import annotate_env, apply_env, options  # noqa: F401  (options: used by tests and tools)
 
@@ -31,17 +27,17 @@ __all__ = ["main", "build_parser"]
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: tuple[Callable[[Any], None], ...] = (
-    core.add_embed,
-    core.add_rerank,
-    core.add_similarity,
-    core.add_info,
-    serve.add_serve,
-    collections_cmd.add_index,
-    collections_cmd.add_search,
-    collections_cmd.add_collections,
-    corpus_cmd.add_embed_corpus,
-    evaluate_cmd.add_eval,
-    evaluate_cmd.add_parity,
+    model_commands.add_embed,
+    model_commands.add_rerank,
+    model_commands.add_similarity,
+    model_commands.add_info,
+    serve_command.add_serve,
+    collection_commands.add_index,
+    collection_commands.add_search,
+    collection_commands.add_collections,
+    corpus_command.add_embed_corpus,
+    eval_commands.add_eval,
+    eval_commands.add_parity,
 )
 
 
@@ -114,10 +110,6 @@ def _detach_log_handler(handler: logging.Handler, level: int, propagate: bool) -
 
 def _run(handler: Handler, args: argparse.Namespace) -> int:
     try:
-        if hasattr(args, "threads"):  # every command that runs a model
-            set_cpu_threads(args.threads)
-        if getattr(args, "compile", None):  # read by every model this process (or its workers) loads
-            os.environ[COMPILE_ENV] = args.compile
         return handler(args)
     except Q3EmbedError as exc:
         return _error(str(exc))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine.device import COMPILE_MODES
+from ..engine import COMPILE_MODES, DEFAULT_MAX_BATCH_TOKENS, ModelOptions
 from .env import ENV_PREFIX
 
-__all__ = ["PROG", "DTYPES", "positive_int", "add_model_flags", "add_query_flags", "subparser", "model_kwargs"]
+__all__ = ["PROG", "DTYPES", "positive_int", "add_model_flags", "add_query_flags", "subparser", "model_options"]
 
 PROG = "q3embed"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -42,12 +42,13 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         "float32 on other CPUs (default: auto)")
     parser.add_argument("--max-length", type=positive_int, metavar="N",
                         help="longest input in tokens; longer ones are cut (default: the model's, 8192 for Qwen3)")
-    parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N", default=8192,
-                        help="tokens per forward pass; lower it if memory runs out (default: 8192)")
-    parser.add_argument("--compile", choices=COMPILE_MODES,
-                        help="fuse the decoder's norm and RoPE kernels with torch.compile: auto = on CPUs with a "
-                        "C++ compiler (~12%% faster, a few seconds to compile on first use), off elsewhere "
-                        "(default: auto)")
+    parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N", default=DEFAULT_MAX_BATCH_TOKENS,
+                        help="tokens per forward pass; lower it if memory runs out "
+                        f"(default: {DEFAULT_MAX_BATCH_TOKENS})")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                        help="fuse the decoder's norm and RoPE kernels with torch.compile (~8-12%% faster on CPU): "
+                        "auto = once a model has run 16k tokens, and at start-up for a server, on CPUs with a C++ "
+                        "compiler; on / off force it (default: auto)")
     parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for the model (default: every CPU this process may use, "
                         "container quota included)")
@@ -69,7 +70,9 @@ def add_query_flags(parser: argparse.ArgumentParser, first: str = "texts") -> No
 
 
 
-def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"device": args.device, "dtype": args.dtype, "max_length": args.max_length,
-            "max_batch_tokens": args.max_batch_tokens}
-
+def model_options(args: argparse.Namespace, model: str | None = None) -> ModelOptions:
+    """The model flags as the one options object; `model` names another model with the same placement
+    (e.g. --reranker next to --model)."""
+    return ModelOptions(model=args.model if model is None else model, device=args.device, dtype=args.dtype,
+                        max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
+                        compile=getattr(args, "compile", "auto"), threads=args.threads)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError, Q3EmbedError
-from ..pipeline.corpus import CorpusJob, CorpusReport, EmbedSettings, Progress, embed_texts, load_embedder, plan_job
+from ..pipeline.corpus import CorpusJob, CorpusReport, Progress, embed_texts, load_embedder, plan_job
 from ..pipeline.corpus_read import CorpusPlan, read_shard
 from ..pipeline.corpus_write import CorpusManifest, ShardData, check_same_model, finished_shards, write_shard
 from . import connect, our_error, require_ray
@@ -40,12 +40,12 @@ class RayOptions:
 class ShardEmbedder:
     """Ray Data actor: loads the model once, then embeds batch after batch."""
 
-    def __init__(self, settings: EmbedSettings) -> None:
-        self.settings = settings
-        self.embedder = load_embedder(settings)
+    def __init__(self, job: CorpusJob) -> None:
+        self.job = job
+        self.embedder = load_embedder(job.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors, tokens = embed_texts(self.embedder, [str(t) for t in batch["text"]], self.settings)  # [b, d]
+        vectors, tokens = embed_texts(self.embedder, [str(t) for t in batch["text"]], self.job)  # [b, d]
         return {"shard": batch["shard"], "row": batch["row"], "id": batch["id"], "vector": vectors,
                 "tokens": np.asarray(tokens, dtype=np.int32),
                 "model": np.full(len(tokens), self.embedder.info.name, dtype=object)}
@@ -68,21 +68,22 @@ def _cpus_per_node(ray: Any) -> float:
     return max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")), default=1.0)
 
 
-def _placement(ray: Any, options: RayOptions, settings: EmbedSettings) -> tuple[int, dict[str, float], EmbedSettings]:
-    """(workers, Ray resources of each, the settings a worker loads with); refuses what cannot be placed,
+def _placement(ray: Any, options: RayOptions, job: CorpusJob) -> tuple[int, dict[str, float], CorpusJob]:
+    """(workers, Ray resources of each, the job as a worker runs it); refuses what cannot be placed,
     since Ray would wait for it forever."""
+    settings = job.model
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    if gpus and not settings.device.startswith("cpu"):
+    if gpus and not str(settings.device).startswith("cpu"):
         if (options.workers or gpus) > gpus:
             raise ConfigurationError(f"--workers {options.workers} needs a GPU each; the Ray cluster has {gpus}")
-        return options.workers or gpus, {"num_gpus": 1, "num_cpus": 1}, settings
+        return options.workers or gpus, {"num_gpus": 1, "num_cpus": 1}, job
     threads = settings.threads or int(min(DEFAULT_CPUS_PER_WORKER, max(1.0, _cpus_per_node(ray))))
     workers = options.workers or max(1, cpus // threads)
     if workers * threads > cpus:
         raise ConfigurationError(f"{workers} workers x {threads} CPUs each need more than the Ray cluster's {cpus} "
                                  "CPUs: lower --workers or --threads")
-    return workers, {"num_cpus": threads}, replace(settings, threads=threads)
+    return workers, {"num_cpus": threads}, replace(job, model=replace(settings, threads=threads))
 
 
 def _dataset(ray: Any, plan: CorpusPlan, pending: list[int], job: CorpusJob, options: RayOptions) -> Any:
@@ -90,12 +91,12 @@ def _dataset(ray: Any, plan: CorpusPlan, pending: list[int], job: CorpusJob, opt
     context.enable_progress_bars = False  # the driver draws one bar for the whole job
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # lines would break the bar; errors are raised
-    workers, resources, settings = _placement(ray, options, job.model)
+    workers, resources, worker_job = _placement(ray, options, job)
     shards = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
     # Reading reserves no CPU: the workers hold the CPUs, and a read waiting for one would stall them.
     rows = shards.map_batches(_read_shards, batch_size=1, fn_kwargs={"plan": plan}, num_cpus=0,
                               compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
-    return rows.map_batches(ShardEmbedder, batch_size=job.batch_rows, fn_constructor_args=(settings,),
+    return rows.map_batches(ShardEmbedder, batch_size=job.batch_rows, fn_constructor_args=(worker_job,),
                             compute=ray.data.ActorPoolStrategy(size=workers), **resources)
 
 
@@ -133,7 +134,7 @@ class _ShardAssembler:
 
     def _write(self, k: int) -> None:
         parts = self.parts.pop(k)
-        model, dims = self.model or (self.job.model.model, self.job.model.dimensions or 0)
+        model, dims = self.model or (self.job.model.model, self.job.dimensions or 0)
         if parts:
             merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
             order = np.argsort(merged["row"], kind="stable")  # back to input order

@@ -5,14 +5,19 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from .options import ModelOptions
+
 __all__ = ["resolve_device", "resolve_dtype", "cpu_has_fast_bf16", "dtype_name", "DTYPE_NAMES", "usable_cpus",
-           "set_cpu_threads", "COMPILE_MODES", "COMPILE_ENV", "AUTO_COMPILE_AFTER_TOKENS", "resolve_compile"]
+           "set_cpu_threads", "COMPILE_MODES", "AUTO_COMPILE_AFTER_TOKENS", "resolve_compile", "Placement", "place"]
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -72,26 +77,21 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 COMPILE_MODES = ("auto", "on", "off")
-COMPILE_ENV = "Q3EMBED_COMPILE"
 # auto compiles once a model has run this many tokens: a one-shot command never pays the compile
 # (3-5 s with a warm on-disk cache, ~16 s cold, 0.6B on 2 cores), a long job earns it back in about
 # a minute at ~12% faster, and a server compiles at start-up (Engine.start), before any request.
 AUTO_COMPILE_AFTER_TOKENS = 16_384
 
 
-def resolve_compile(mode: str | None, device: torch.device) -> int | None:
+def resolve_compile(mode: str, device: torch.device) -> int | None:
     """After how many tokens the decoder's elementwise kernels switch to torch.compile (see
     model.kernels): 0 = from the start (on), None = never (off, or auto where it cannot or was
-    not measured to pay: no C++ compiler, CUDA), else AUTO_COMPILE_AFTER_TOKENS (auto).
-
-    None for `mode` reads Q3EMBED_COMPILE (default auto).
-    """
+    not measured to pay: no C++ compiler, CUDA), else AUTO_COMPILE_AFTER_TOKENS (auto)."""
     from ..model.kernels import can_compile
 
-    chosen = (mode if mode is not None else os.environ.get(COMPILE_ENV, "auto")).strip().lower()
+    chosen = str(mode).strip().lower()
     if chosen not in COMPILE_MODES:
-        raise ConfigurationError(f"unknown compile mode {chosen!r} (from {'the argument' if mode else COMPILE_ENV}): "
-                                 "use auto, on or off")
+        raise ConfigurationError(f"unknown compile mode {mode!r}: use auto, on or off")
     if chosen == "on":
         return 0
     if chosen == "auto" and device.type == "cpu" and can_compile(device):
@@ -126,3 +126,22 @@ def set_cpu_threads(threads: int | None = None) -> int:
     count = threads or usable_cpus()
     torch.set_num_threads(count)
     return count
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a model runs, resolved from its options once, before any file is read."""
+
+    device: torch.device
+    dtype: torch.dtype
+    compile_after: int | None  # see resolve_compile
+
+
+def place(options: "ModelOptions") -> Placement:
+    """Resolve device, dtype and compile mode (a bad value fails before any loading) and size
+    torch's CPU thread pool for a model that runs on the CPU."""
+    device = resolve_device(options.device)
+    placement = Placement(device, resolve_dtype(options.dtype, device), resolve_compile(options.compile, device))
+    if device.type == "cpu":
+        set_cpu_threads(options.threads)
+    return placement

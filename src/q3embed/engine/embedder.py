@@ -1,127 +1,154 @@
-"""Embedder: texts in, vectors out, for Qwen3-Embedding and BERT-family models alike."""
+"""Embedder: texts in, vectors out, for Qwen3-Embedding and BERT-family models alike.
+
+Every embedding, whichever caller asks, takes the same three steps:
+
+    prepare   check the texts, apply the query prompt, tokenize     (the caller's thread)
+    run       packed batches under the token budget, scattered back  (jobs.run_embed_jobs: inline
+                                                                     here, on the worker in Engine)
+    finish    Matryoshka slice, then L2-normalise                    (model.heads.matryoshka)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..errors import InputError
 from ..model.heads import matryoshka
-from .backends import EmbeddingBackend, ModelInfo, load_embedding_backend
-from .batch import plan_batches
-from .device import resolve_compile, resolve_device, resolve_dtype
+from .backend import EmbeddingBackend, ModelInfo, TokenSpan, load_embedding_backend
+from .device import place
 from .inputs import check_dimensions, check_text, check_texts
+from .jobs import EmbedJob, run_embed_jobs
+from .options import ModelOptions, model_options
 
-__all__ = ["Embedder", "similarity", "DEFAULT_MAX_BATCH_TOKENS"]
+__all__ = ["Embedder", "PreparedEmbedding", "similarity"]
 
-DEFAULT_MAX_BATCH_TOKENS = 8192
+
+@dataclass(frozen=True)
+class PreparedEmbedding:
+    """A checked, tokenized embedding request, ready for the model."""
+
+    token_lists: list[list[int]]  # what the model sees, per input (EOS included for Qwen3)
+    dimensions: int | None  # Matryoshka size (None: the model's)
+    normalize: bool
+    single: bool  # a single string was given: encode returns one vector [d]
+
+    @property
+    def token_counts(self) -> list[int]:
+        return [len(ids) for ids in self.token_lists]
 
 
 class Embedder:
     """Loads one embedding model and encodes texts with it.
 
-    >>> emb = Embedder("Qwen/Qwen3-Embedding-0.6B")
+    >>> emb = Embedder("Qwen/Qwen3-Embedding-0.6B")                  # or Embedder(ModelOptions(...))
     >>> q = emb.encode_queries(["What is the capital of China?"])
     >>> d = emb.encode_documents(["The capital of China is Beijing."])
     >>> emb.similarity(q, d)
     """
 
-    def __init__(
-        self,
-        model: str = "auto",
-        *,
-        device: str | torch.device = "auto",
-        dtype: str | torch.dtype = "auto",
-        max_length: int | None = None,
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        compile: str | None = None,
-    ) -> None:
-        """compile: auto, on or off for the decoder's fused kernels (None: Q3EMBED_COMPILE, else auto;
-        see engine.device.resolve_compile)."""
-        resolved_device = resolve_device(device)
-        self.backend: EmbeddingBackend = load_embedding_backend(
-            model,
-            device=resolved_device,
-            dtype=resolve_dtype(dtype, resolved_device),
-            max_length=max_length,
-            compile_after=resolve_compile(compile, resolved_device),
-        )
-        if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
-            raise InputError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}")
-        self.max_batch_tokens = max_batch_tokens
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.backend.info
+    def __init__(self, model: str | ModelOptions = "auto", **options: Any) -> None:
+        """`model`: a directory, a .gguf file, a hub id or auto, or a whole ModelOptions; keyword
+        options are its fields: device, dtype, max_length, max_batch_tokens, compile, threads."""
+        self.options = model_options(model, options)
+        self._backend: EmbeddingBackend = load_embedding_backend(
+            self.options.model, place(self.options), self.options.max_length)
+        self.info: ModelInfo = self._backend.info
 
     @property
     def dimensions(self) -> int:
-        return self.backend.info.dimensions
+        return self.info.dimensions
 
-    def encode(
-        self,
-        texts: str | Sequence[str],
-        *,
-        query: bool = False,
-        instruction: str | None = None,
-        dimensions: int | None = None,
-        normalize: bool = True,
-        truncate: bool = True,
-    ) -> np.ndarray:
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.options.max_batch_tokens
+
+    # ------------------------------------------------------------------ the three steps
+
+    def _prompts(self, texts: list[str], query: bool, instruction: str | None) -> list[str]:
+        """The one prompt rule: an instruction means a query, wherever it comes from."""
+        if instruction is not None:
+            check_text(instruction, "instruction")
+            query = True
+        return [self._backend.query_text(t, instruction) for t in texts] if query else texts
+
+    def prepare(self, texts: str | Sequence[str], *, query: bool = False, instruction: str | None = None,
+                dimensions: int | None = None, normalize: bool = True, truncate: bool = True,
+                allow_empty: bool = False) -> PreparedEmbedding:
+        """Check and tokenize; every mistake is an InputError before any model work.
+
+        allow_empty embeds "" as the model's special tokens alone (as sentence-transformers does
+        for the empty documents of real corpora) instead of refusing it.
+        """
+        items, single = check_texts(texts, allow_empty=allow_empty)
+        size = check_dimensions(dimensions, self.dimensions)
+        token_lists = self._backend.tokenize(self._prompts(items, query, instruction), truncate=truncate)
+        return PreparedEmbedding(token_lists, size, normalize, single)
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        """One packed batch -> pooled fp32 vectors [b, hidden] (what the engine's worker runs)."""
+        return self._backend.forward(sequences)
+
+    def run(self, token_lists: Sequence[Sequence[int]]) -> Tensor:
+        """Token id lists -> pooled fp32 vectors [n, hidden] on CPU, in order, on this thread."""
+        job = EmbedJob(token_lists)
+        run_embed_jobs([job], self.forward, self.max_batch_tokens)
+        return job.future.result()
+
+    @staticmethod
+    def finish(prepared: PreparedEmbedding, pooled: Tensor) -> np.ndarray:
+        """pooled [n, hidden] -> float32 [n, d]: Matryoshka slice, then normalisation."""
+        return matryoshka(pooled, prepared.dimensions, prepared.normalize).numpy()
+
+    # ------------------------------------------------------------------ the API
+
+    def encode(self, texts: str | Sequence[str], *, query: bool = False, instruction: str | None = None,
+               dimensions: int | None = None, normalize: bool = True, truncate: bool = True,
+               allow_empty: bool = False) -> np.ndarray:
         """float32 vectors: [N, d] for a list, [d] for a single string.
 
         query=True wraps each text in the model's query template (Qwen3:
-        "Instruct: {instruction}\\nQuery:{text}"); documents are embedded as they are.
-        `dimensions` slices to a Matryoshka size from 32 to the hidden size.
+        "Instruct: {instruction}\\nQuery:{text}"); an instruction implies query=True.
+        Documents are embedded as they are. `dimensions` slices to a Matryoshka size from 32
+        to the hidden size.
         """
-        items, single = check_texts(texts)
-        size = check_dimensions(dimensions, self.dimensions)
-        if instruction is not None:
-            if not query:
-                raise InputError("an instruction applies to queries only: pass query=True with it")
-            check_text(instruction, "instruction")
-        prompts = [self.backend.query_text(t, instruction) for t in items] if query else items
-        token_lists = self.backend.tokenize(prompts, truncate=truncate)
-        vectors = matryoshka(self.embed_tokens(token_lists), size, normalize)
-        array = vectors.numpy()
-        return array[0] if single else array
+        prepared = self.prepare(texts, query=query, instruction=instruction, dimensions=dimensions,
+                                normalize=normalize, truncate=truncate, allow_empty=allow_empty)
+        vectors = self.finish(prepared, self.run(prepared.token_lists))
+        return vectors[0] if prepared.single else vectors
 
-    def encode_queries(self, texts: str | Sequence[str], *, instruction: str | None = None, **kwargs: Any) -> np.ndarray:
+    def encode_queries(self, texts: str | Sequence[str], *, instruction: str | None = None,
+                       **kwargs: Any) -> np.ndarray:
         return self.encode(texts, query=True, instruction=instruction, **kwargs)
 
     def encode_documents(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         return self.encode(texts, query=False, **kwargs)
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
-        """The exact token ids the model sees (EOS included for Qwen3)."""
-        items, _ = check_texts(texts)
-        return self.backend.tokenize(items, truncate=truncate)
+    def tokenize(self, texts: str | Sequence[str], *, query: bool = False, instruction: str | None = None,
+                 truncate: bool = True) -> list[list[int]]:
+        """The exact token ids the model sees for each input (query prompt and EOS included)."""
+        return self.prepare(texts, query=query, instruction=instruction, truncate=truncate).token_lists
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """(start, end) character span of each token of `text` as a document (no special tokens,
         no truncation): where a chunker can cut so that each piece's length in tokens is known."""
-        return self.backend.token_offsets(check_text(text, "text"))
+        return self._backend.token_offsets(check_text(text, "text"))
 
-    @torch.inference_mode()
-    def embed_tokens(self, token_lists: Sequence[Sequence[int]]) -> Tensor:
-        """Token id lists -> pooled fp32 vectors [N, hidden] on CPU, in input order."""
-        out = torch.empty(len(token_lists), self.dimensions, dtype=torch.float32)
-        lengths = [len(ids) for ids in token_lists]
-        for batch in plan_batches(lengths, self.max_batch_tokens):
-            pooled = self.backend.embed([token_lists[i] for i in batch])  # [b, hidden]
-            out[batch] = pooled.to("cpu", torch.float32)
-        return out
+    def token_spans(self, texts: str | Sequence[str], *, query: bool = False,
+                    add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        """The tokens of each input (in its query prompt with query=True), with their character spans."""
+        items, _ = check_texts(texts)
+        return [self._backend.token_spans(text, add_special_tokens) for text in self._prompts(items, query, None)]
 
     def warm_up(self) -> None:
         """Compile the fused kernels now, where they are enabled, with one short forward pass (a
         server calls this at start-up, so that no request waits for a compile)."""
-        kernels = getattr(self.backend, "kernels", None)
-        if kernels is not None and kernels.compile_now():
-            self.embed_tokens(self.backend.tokenize(["warm up"], truncate=True))
+        if self._backend.compile_now():
+            self.run(self.tokenize(["warm up"]))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return similarity(a, b)

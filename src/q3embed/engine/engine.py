@@ -2,10 +2,11 @@
 
 The synchronous `Embedder` / `Reranker` are the engine for one caller. `Engine` puts them behind
 an `EngineWorker`, so that concurrent callers (the HTTP server, pipelines) get batched together:
-tokenization runs on the caller's thread (overlapping the model's work on the worker thread),
-and each `await` returns exactly the caller's own results.
+each request is prepared (checked, tokenized) on a helper thread, overlapping the model's work on
+the worker thread, and each `await` returns exactly the caller's own results. The server, the
+CLI and the pipelines use these public methods only.
 
-    engine = Engine.load(EngineOptions(model="Qwen/Qwen3-Embedding-0.6B", reranker=None))
+    engine = Engine.load(EngineOptions(ModelOptions("Qwen/Qwen3-Embedding-0.6B"), reranker=None))
     engine.start()
     out = await engine.embed(["some text"], dimensions=256)   # Embeddings(vectors [1, 256], token_counts)
     engine.stop()
@@ -19,34 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigurationError, InputError
-from ..model.heads import matryoshka
-from .backends import ModelInfo
-from .device import resolve_device, resolve_dtype
-from .embedder import DEFAULT_MAX_BATCH_TOKENS, Embedder
-from .inputs import check_dimensions, check_text, check_texts
+from ..errors import ConfigurationError, NotFoundError
+from .backend import ModelInfo, TokenSpan
+from .embedder import Embedder
+from .jobs import BatchObserver, EmbedJob, RerankJob
+from .options import EngineOptions, QueueLimits
 from .reranker import Reranker
-from .worker import BatchObserver, EmbedJob, EngineWorker, QueueLimits, RerankJob
+from .worker import EngineWorker
 
-__all__ = ["Embeddings", "Engine", "EngineOptions", "Scores"]
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Everything that decides which models load and how work is queued."""
-
-    model: str = "auto"
-    reranker: str | None = "auto"  # None: serve no reranker
-    device: str = "auto"
-    dtype: str = "auto"
-    max_length: int | None = None
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
-    max_queued_requests: int = 256
-    max_queued_tokens: int = 262_144
-
-    @property
-    def limits(self) -> QueueLimits:
-        return QueueLimits(self.max_batch_tokens, self.max_queued_requests, self.max_queued_tokens)
+__all__ = ["Embeddings", "Engine", "Scores"]
 
 
 @dataclass(frozen=True)
@@ -64,69 +46,83 @@ class Scores:
 class Engine:
     def __init__(self, embedder: Embedder, reranker: Reranker | None = None,
                  limits: QueueLimits | None = None, observer: BatchObserver | None = None) -> None:
-        self.embedder = embedder
-        self.reranker = reranker
-        self.worker = EngineWorker(embedder.backend.embed,
-                                   limits or QueueLimits(max_batch_tokens=embedder.max_batch_tokens), observer)
+        self._embedder = embedder
+        self._reranker = reranker
+        self._worker = EngineWorker(embedder.forward, limits or QueueLimits(max_batch_tokens=embedder.max_batch_tokens),
+                                    observer)
 
     @classmethod
     def load(cls, options: EngineOptions, observer: BatchObserver | None = None) -> "Engine":
-        if options.max_queued_requests < 1 or options.max_queued_tokens < options.max_batch_tokens:
+        if options.max_queued_requests < 1 or options.max_queued_tokens < options.models.max_batch_tokens:
             raise ConfigurationError("the queue must hold at least one request and one full batch of tokens")
-        device = resolve_device(options.device)
-        dtype = resolve_dtype(options.dtype, device)
-        common = {"device": device, "dtype": dtype, "max_length": options.max_length,
-                  "max_batch_tokens": options.max_batch_tokens}
-        embedder = Embedder(options.model, **common)
-        reranker = Reranker(options.reranker, **common) if options.reranker else None
+        embedder = Embedder(options.models)
+        reranker = Reranker(options.models.with_model(options.reranker)) if options.reranker else None
         return cls(embedder, reranker, options.limits, observer)
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ lifecycle and state
 
     def start(self) -> None:
         """Warm the models up (compiling their fused kernels where enabled), then take work."""
-        self.embedder.warm_up()
-        if self.reranker is not None:
-            self.reranker.warm_up()
-        self.worker.start()
+        self._embedder.warm_up()
+        if self._reranker is not None:
+            self._reranker.warm_up()
+        self._worker.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        self.worker.stop(timeout)
+        """Finish what is queued (up to `timeout` seconds), then stop taking work."""
+        self._worker.stop(timeout)
+
+    def set_observer(self, observer: BatchObserver) -> None:
+        """Who hears of each batch the model ran (the server's metrics)."""
+        self._worker.observer = observer
 
     @property
     def alive(self) -> bool:
-        return self.worker.alive
+        return self._worker.alive
+
+    @property
+    def limits(self) -> QueueLimits:
+        return self._worker.limits
+
+    @property
+    def queued_requests(self) -> int:
+        return self._worker.queued_requests
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._worker.queued_tokens
 
     @property
     def embedding_info(self) -> ModelInfo:
-        return self.embedder.info
+        return self._embedder.info
 
     @property
     def reranker_info(self) -> ModelInfo | None:
-        return self.reranker.info if self.reranker else None
+        return self._reranker.info if self._reranker else None
 
-    # ------------------------------------------------------------------ work
+    # ------------------------------------------------------------------ tokens (no model work, no queue)
 
     def tokenize(self, texts: Sequence[str], *, query: bool = False, instruction: str | None = None,
                  truncate: bool = True) -> list[list[int]]:
         """The exact token ids of each input as the embedding model sees them (query prompt included)."""
-        items, _ = check_texts(texts)
-        if instruction is not None:
-            check_text(instruction, "instruction")
-            query = True
-        backend = self.embedder.backend
-        prompts = [backend.query_text(t, instruction) for t in items] if query else items
-        return backend.tokenize(prompts, truncate=truncate)
+        return self._embedder.tokenize(texts, query=query, instruction=instruction, truncate=truncate)
+
+    def token_spans(self, texts: Sequence[str], *, query: bool = False,
+                    add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        return self._embedder.token_spans(texts, query=query, add_special_tokens=add_special_tokens)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self._embedder.token_offsets(text)
+
+    # ------------------------------------------------------------------ model work, through the queue
 
     async def embed(self, texts: Sequence[str], *, query: bool = False, instruction: str | None = None,
                     dimensions: int | None = None, normalize: bool = True, truncate: bool = True) -> Embeddings:
         """Vectors [n, d] for the texts; cancelling the awaiting task drops the work if still queued."""
-        size = check_dimensions(dimensions, self.embedder.dimensions)
-        token_lists = await asyncio.to_thread(self.tokenize, texts, query=query, instruction=instruction,
-                                              truncate=truncate)
-        pooled = await asyncio.wrap_future(self.worker.submit(EmbedJob(token_lists)))  # [n, hidden]
-        vectors = matryoshka(pooled, size, normalize).numpy()
-        return Embeddings(vectors, [len(ids) for ids in token_lists])
+        prepared = await asyncio.to_thread(self._embedder.prepare, texts, query=query, instruction=instruction,
+                                           dimensions=dimensions, normalize=normalize, truncate=truncate)
+        pooled = await asyncio.wrap_future(self._worker.submit(EmbedJob(prepared.token_lists)))  # [n, hidden]
+        return Embeddings(self._embedder.finish(prepared, pooled), prepared.token_counts)
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                      truncate: bool = True) -> Scores:
@@ -135,11 +131,10 @@ class Engine:
                                               truncate=truncate)
         tokens = sum(len(ids) for ids in token_lists)
         job = RerankJob(run=lambda: reranker.score_tokens(token_lists), tokens=tokens)
-        scores = await asyncio.wrap_future(self.worker.submit(job))
+        scores = await asyncio.wrap_future(self._worker.submit(job))
         return Scores(list(scores), tokens)  # type: ignore[call-overload]
 
     def _require_reranker(self) -> Reranker:
-        if self.reranker is None:
-            raise InputError("no reranker is loaded: start the server with --reranker MODEL (or auto)")
-        return self.reranker
-
+        if self._reranker is None:
+            raise NotFoundError("this server has no reranker: start it with --reranker MODEL (or auto)")
+        return self._reranker

@@ -10,31 +10,32 @@ from ..errors import InputError
 __all__ = ["check_texts", "check_text", "check_dimensions", "check_top_n"]
 
 
-def check_text(value: Any, what: str) -> str:
+def check_text(value: Any, what: str, allow_empty: bool = False) -> str:
     if value is None:
         raise InputError(f"{what} is None; a non-empty string is required")
     if not isinstance(value, str):
         raise InputError(f"{what} is a {type(value).__name__}, not a string")
-    if not value.strip():
+    if not allow_empty and not value.strip():
         raise InputError(f"{what} is an empty string")
     return value
 
 
-def check_texts(texts: Any, what: str = "input") -> tuple[list[str], bool]:
+def check_texts(texts: Any, what: str = "input", allow_empty: bool = False) -> tuple[list[str], bool]:
     """A string or a sequence of strings -> (list of strings, whether a single string was given)."""
     if isinstance(texts, str):
-        return [check_text(texts, what)], True
+        return [check_text(texts, what, allow_empty)], True
     if texts is None:
         raise InputError(f"{what} is None; pass a string or a list of strings")
     if not isinstance(texts, Sequence):
         raise InputError(f"{what} must be a string or a list of strings, not {type(texts).__name__}")
     if len(texts) == 0:
         raise InputError(f"{what} is an empty list; pass at least one string")
-    return [check_text(text, f"{what} {index}") for index, text in enumerate(texts)], False
+    return [check_text(text, f"{what} {index}", allow_empty) for index, text in enumerate(texts)], False
 
 
 def check_dimensions(dimensions: Any, hidden: int, minimum: int = 32) -> int | None:
-    """MRL output size: None (full size) or an integer from `minimum` to the hidden size."""
+    """MRL output size: None (full size) or an integer from `minimum` to the hidden size (the one
+    check for every caller: requests, collections, embed-corpus, evaluation)."""
     if dimensions is None:
         return None
     if isinstance(dimensions, bool) or not isinstance(dimensions, int):

@@ -1,26 +1,31 @@
-"""Reranker: (query, documents) -> relevance scores, with Qwen3-Reranker's yes/no head."""
+"""Reranker: (query, documents) -> relevance scores, with Qwen3-Reranker's yes/no head.
+
+Scoring takes two steps, so that a server can tokenize the next request on another thread while
+the model scores this one: `tokenize` (checks, prompt template, truncation) and `score_tokens`.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from ..errors import CheckpointError, ModelNotFoundError
 from ..model.heads import YesNoHead, last_token_indices, matryoshka
 from ..model.kernels import KernelSchedule
-from ..text.tokenizer import MAX_LENGTH_DEFAULT, Qwen3Tokenizer
-from ..weights.checkpoint import load_qwen3
-from ..weights.config import is_qwen3, read_config_json
-from ..weights.gguf import is_gguf_file, load_gguf_qwen3
+from ..text.tokenizer import MAX_LENGTH_DEFAULT
+from ..weights.checkpoint import LoadedQwen3
+from ..weights.loading import is_qwen3_model, load_qwen3
 from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
-from .backends import ModelInfo
+from .backend import ModelInfo
 from .batch import pack, plan_batches, shared_prefix_length
-from .device import dtype_name, resolve_compile, resolve_device, resolve_dtype
-from .embedder import DEFAULT_MAX_BATCH_TOKENS, Embedder
+from .device import Placement, place
+from .embedder import Embedder
 from .inputs import check_text, check_texts, check_top_n
+from .options import ModelOptions, model_options
+from .qwen3_backend import qwen3_model_info
 
 __all__ = ["Reranker", "RerankResult"]
 
@@ -33,15 +38,14 @@ class RerankResult(NamedTuple):
 
 
 class RerankScorer(Protocol):
-    """Tokenizing and scoring are separate steps so that a server can tokenize the next request
-    on another thread while the model scores this one."""
-
     info: ModelInfo
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
                  truncate: bool) -> list[list[int]]: ...
 
     def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]: ...
+
+    def compile_now(self) -> bool: ...
 
 
 # Below this many shared tokens a separate prefill pass costs more than it saves.
@@ -56,26 +60,16 @@ class Qwen3RerankScorer:
     tokens plus the suffix.
     """
 
-    def __init__(self, resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype,
-                 max_length: int, max_batch_tokens: int, reuse_prefix: bool = True,
-                 compile_after: int | None = None) -> None:
-        if is_gguf_file(resolved.path):
-            self.tokenizer, loaded = load_gguf_qwen3(resolved.path, max_length=max_length, dtype=dtype,
-                                                     device=device, reranker=True)
-        else:
-            self.tokenizer = Qwen3Tokenizer.from_dir(resolved.path, max_length)
-            loaded = load_qwen3(resolved.path, dtype=dtype, device=device, head_rows=self.tokenizer.yes_no_ids)
+    def __init__(self, resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement, max_batch_tokens: int,
+                 reuse_prefix: bool = True) -> None:
+        self.tokenizer = loaded.tokenizer
         self.model = loaded.model
-        self.kernels = KernelSchedule(self.model, compile_after)
+        self.kernels = KernelSchedule(self.model, placement.compile_after)
         self.head = YesNoHead(loaded.head_rows)
-        self.device = device
+        self.device = placement.device
         self.max_batch_tokens = max_batch_tokens
         self.reuse_prefix = reuse_prefix
-        self.info = ModelInfo(
-            name=resolved.name, path=str(resolved.path), kind="qwen3-reranker",
-            dimensions=loaded.config.hidden_size, max_length=max_length, device=str(device),
-            dtype=dtype_name(dtype), supports_instructions=True,
-        )
+        self.info = qwen3_model_info(resolved, loaded, placement, "qwen3-reranker")
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
                  truncate: bool) -> list[list[int]]:
@@ -102,40 +96,52 @@ class Qwen3RerankScorer:
                 scores[index] = value
         return scores
 
+    def compile_now(self) -> bool:
+        return self.kernels.compile_now()
+
 
 class EmbeddingSimilarityScorer:
     """The offline fallback of `auto`: cosine similarity of query and document embeddings."""
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        self.info = embedder.info
+        self.info = ModelInfo(**{**embedder.info.__dict__, "kind": "cosine-similarity"})
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
                  truncate: bool) -> list[list[int]]:
         """The query (in its query prompt) first, then the documents."""
-        query_text = self.embedder.backend.query_text(query, instruction)
-        return self.embedder.backend.tokenize([query_text, *documents], truncate=truncate)
+        return (self.embedder.tokenize([query], query=True, instruction=instruction, truncate=truncate)
+                + self.embedder.tokenize(documents, truncate=truncate))
 
     def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
-        vectors = matryoshka(self.embedder.embed_tokens(token_lists), None, True)  # [1 + docs, hidden]
+        vectors = matryoshka(self.embedder.run(token_lists), None, True)  # [1 + docs, hidden]
         return (vectors[1:] @ vectors[0]).tolist()
 
+    def compile_now(self) -> bool:
+        return False  # its embedder was warmed up with its own options
 
-def _auto_scorer(device: torch.device, dtype: torch.dtype, max_length: int, max_batch_tokens: int,
-                 compile: str | None, compile_after: int | None) -> RerankScorer:
+
+def _qwen3_scorer(resolved: ResolvedModel, options: ModelOptions, placement: Placement,
+                  reuse_prefix: bool) -> Qwen3RerankScorer:
+    if not is_qwen3_model(resolved.path):
+        raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
+    loaded = load_qwen3(resolved.path, max_length=options.max_length or MAX_LENGTH_DEFAULT, dtype=placement.dtype,
+                        device=placement.device, reranker=True)
+    return Qwen3RerankScorer(resolved, loaded, placement, options.max_batch_tokens, reuse_prefix)
+
+
+def _auto_scorer(options: ModelOptions, placement: Placement, reuse_prefix: bool) -> RerankScorer:
     try:
         resolved = resolve_model(QWEN3_RERANKER_DEFAULT)
     except ModelNotFoundError as exc:
-        embedder = Embedder(AUTO, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens,
-                            compile=compile)
+        embedder = Embedder(options.with_model(AUTO))
         log.warning(
             "reranker auto -> cosine similarity with %s, because %s is not available (%s)",
             embedder.info.name, QWEN3_RERANKER_DEFAULT, str(exc).split(". ")[0],
         )
         return EmbeddingSimilarityScorer(embedder)
     log.warning("reranker auto -> %s (%s)", QWEN3_RERANKER_DEFAULT, resolved.reason)
-    return Qwen3RerankScorer(resolved, device=device, dtype=dtype, max_length=max_length,
-                             max_batch_tokens=max_batch_tokens, compile_after=compile_after)
+    return _qwen3_scorer(resolved, options, placement, reuse_prefix)
 
 
 class Reranker:
@@ -146,44 +152,20 @@ class Reranker:
     [RerankResult(index=0, score=0.99...)]
     """
 
-    def __init__(
-        self,
-        model: str = "auto",
-        *,
-        device: str | torch.device = "auto",
-        dtype: str | torch.dtype = "auto",
-        max_length: int | None = None,
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        reuse_prefix: bool = True,
-        compile: str | None = None,
-    ) -> None:
-        """reuse_prefix=False runs every pair in full (the plain computation, for comparison).
-        compile: auto, on or off for the decoder's fused kernels (None: Q3EMBED_COMPILE, else auto;
-        see engine.device.resolve_compile)."""
-        resolved_device = resolve_device(device)
-        resolved_dtype = resolve_dtype(dtype, resolved_device)
-        compile_after = resolve_compile(compile, resolved_device)  # a bad mode fails before any loading
-        length = max_length or MAX_LENGTH_DEFAULT
-        if model == AUTO:
-            self.scorer = _auto_scorer(resolved_device, resolved_dtype, length, max_batch_tokens, compile,
-                                       compile_after)
-            return
-        resolved = resolve_model(model)
-        if not is_gguf_file(resolved.path) and (
-                resolved.path.is_file() or not is_qwen3(read_config_json(resolved.path))):
-            raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
-        self.scorer = Qwen3RerankScorer(resolved, device=resolved_device, dtype=resolved_dtype,
-                                        max_length=length, max_batch_tokens=max_batch_tokens,
-                                        reuse_prefix=reuse_prefix, compile_after=compile_after)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.scorer.info
+    def __init__(self, model: str | ModelOptions = "auto", *, reuse_prefix: bool = True, **options: Any) -> None:
+        """`model` and `options` as for Embedder. reuse_prefix=False runs every pair in full (the
+        plain computation, for comparison)."""
+        self.options = model_options(model, options)
+        placement = place(self.options)  # a bad device, dtype or compile mode fails before any loading
+        if self.options.model == AUTO:
+            self._scorer = _auto_scorer(self.options, placement, reuse_prefix)
+        else:
+            self._scorer = _qwen3_scorer(resolve_model(self.options.model), self.options, placement, reuse_prefix)
+        self.info: ModelInfo = self._scorer.info
 
     def warm_up(self) -> None:
         """Compile the fused kernels now, where they are enabled, with one short scoring pass."""
-        kernels = getattr(self.scorer, "kernels", None)
-        if kernels is not None and kernels.compile_now():
+        if self._scorer.compile_now():
             self.score("warm", ["up"])
 
     def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
@@ -198,16 +180,21 @@ class Reranker:
         docs, _ = check_texts(documents, "document")
         if instruction is not None:
             check_text(instruction, "instruction")
-        return self.scorer.tokenize(query, docs, instruction, truncate)
+        return self._scorer.tokenize(query, docs, instruction, truncate)
 
     def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
         """Scores for the output of `tokenize`, in the same order."""
-        return self.scorer.score_tokens(token_lists)
+        return self._scorer.score_tokens(token_lists)
 
     def rerank(self, query: str, documents: str | Sequence[str], *, top_n: int | None = None,
                instruction: str | None = None, truncate: bool = True) -> list[RerankResult]:
         """(index, score) pairs, best first; ties keep the input order."""
         scores = self.score(query, documents, instruction=instruction, truncate=truncate)
-        keep = check_top_n(top_n, len(scores))
-        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
-        return [RerankResult(i, scores[i]) for i in ranked[:keep]]
+        return rank_scores(scores, top_n)
+
+
+def rank_scores(scores: Sequence[float], top_n: int | None = None) -> list[RerankResult]:
+    """(index, score) pairs, best first, ties in input order, the best `top_n` (all when None)."""
+    keep = check_top_n(top_n, len(scores))
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return [RerankResult(i, scores[i]) for i in ranked[:keep]]

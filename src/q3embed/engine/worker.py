@@ -18,91 +18,26 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Protocol
 
-import torch
-from torch import Tensor
+from ..errors import EngineStopped, OverloadedError
+from .jobs import NULL_OBSERVER, BatchObserver, EmbedJob, Forward, RerankJob, run_embed_jobs, run_rerank_job
+from .options import QueueLimits
 
-from ..errors import OverloadedError, Q3EmbedError
-from .batch import plan_batches
-
-__all__ = [
-    "BatchObserver",
-    "EmbedJob",
-    "EngineFailure",
-    "EngineStopped",
-    "EngineWorker",
-    "QueueLimits",
-    "RerankJob",
-]
+__all__ = ["EngineWorker", "Job"]
 
 log = logging.getLogger("q3embed")
-
-
-class EngineFailure(RuntimeError):
-    """The model raised while computing a batch; only the jobs of that batch fail."""
-
-
-class EngineStopped(RuntimeError):
-    """The worker is stopped or dead: it takes no more work."""
-
-
-@dataclass(frozen=True)
-class QueueLimits:
-    max_batch_tokens: int = 8192
-    max_queued_requests: int = 256
-    max_queued_tokens: int = 262_144  # 32 full batches of 8192 tokens
-
-
-@dataclass(eq=False)
-class EmbedJob:
-    """Token id lists of one request -> pooled fp32 vectors [n, hidden], in the same order."""
-
-    sequences: Sequence[Sequence[int]]
-    future: Future[Tensor] = field(default_factory=Future)
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(s) for s in self.sequences)
-
-
-@dataclass(eq=False)
-class RerankJob:
-    """One rerank request, run as a unit so its documents share the query's keys/values."""
-
-    run: Callable[[], object]  # the scoring call, made on the worker thread
-    tokens: int
-    future: Future[object] = field(default_factory=Future)
-
 
 Job = EmbedJob | RerankJob
 
 
-class BatchObserver(Protocol):
-    """Receives what the worker does (the server's metrics implement it)."""
-
-    def batch_done(self, sequences: int, tokens: int, seconds: float) -> None: ...
-
-
-class _NullObserver:
-    def batch_done(self, sequences: int, tokens: int, seconds: float) -> None:
-        pass
-
-
-EmbedFn = Callable[[Sequence[Sequence[int]]], Tensor]  # token id lists -> [b, hidden]
-
-
 class EngineWorker:
-    def __init__(self, embed: EmbedFn, limits: QueueLimits = QueueLimits(),
+    def __init__(self, forward: Forward, limits: QueueLimits = QueueLimits(),
                  observer: BatchObserver | None = None, name: str = "q3embed-engine") -> None:
-        self._embed = embed
+        self._forward = forward
         self.limits = limits
-        self.observer = observer or _NullObserver()
+        self.observer = observer or NULL_OBSERVER
         self._queue: deque[Job] = deque()
         self._queued_tokens = 0
         self._wakeup = threading.Condition()
@@ -198,53 +133,10 @@ class EngineWorker:
 
     def _run_window(self, window: list[Job]) -> None:
         if window and isinstance(window[0], RerankJob):
-            self._run_rerank(window[0])
+            run_rerank_job(window[0], self.observer)
         elif window:
-            self._run_embeds([job for job in window if isinstance(job, EmbedJob)])
-
-    def _run_rerank(self, job: RerankJob) -> None:
-        started = time.perf_counter()
-        try:
-            result = job.run()
-        except Exception as exc:
-            job.future.set_exception(_failure(exc))
-            return
-        self.observer.batch_done(1, job.tokens, time.perf_counter() - started)
-        job.future.set_result(result)
-
-    def _run_embeds(self, jobs: list[EmbedJob]) -> None:
-        """All sequences of the window planned together; a failing batch fails only its own jobs."""
-        owners = [(j, i) for j, job in enumerate(jobs) for i in range(len(job.sequences))]
-        sequences = [jobs[j].sequences[i] for j, i in owners]
-        outputs: list[Tensor | None] = [None] * len(jobs)
-        failed: dict[int, Exception] = {}
-        for batch in plan_batches([len(s) for s in sequences], self.limits.max_batch_tokens):
-            batch = [k for k in batch if owners[k][0] not in failed]
-            if batch:
-                self._embed_batch(batch, owners, sequences, jobs, outputs, failed)
-        for j, job in enumerate(jobs):
-            if j in failed:
-                job.future.set_exception(failed[j])
-            else:
-                job.future.set_result(outputs[j])
-
-    def _embed_batch(self, batch: list[int], owners: list[tuple[int, int]], sequences: list[Sequence[int]],
-                     jobs: list[EmbedJob], outputs: list[Tensor | None], failed: dict[int, Exception]) -> None:
-        started = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                pooled = self._embed([sequences[k] for k in batch]).to("cpu", torch.float32)  # [b, hidden]
-        except Exception as exc:
-            for k in batch:
-                failed.setdefault(owners[k][0], _failure(exc))
-            return
-        tokens = sum(len(sequences[k]) for k in batch)
-        self.observer.batch_done(len(batch), tokens, time.perf_counter() - started)
-        for row, k in enumerate(batch):
-            j, i = owners[k]
-            if outputs[j] is None:
-                outputs[j] = torch.empty(len(jobs[j].sequences), pooled.shape[1])
-            outputs[j][i] = pooled[row]
+            embeds = [job for job in window if isinstance(job, EmbedJob)]
+            run_embed_jobs(embeds, self._forward, self.limits.max_batch_tokens, self.observer)
 
     def _fail_queued(self, error: Exception) -> None:
         with self._wakeup:
@@ -256,10 +148,3 @@ class EngineWorker:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)
 
-
-def _failure(exc: Exception) -> Exception:
-    """User errors raised inside the job (e.g. an over-long input) pass through unchanged."""
-    if isinstance(exc, Q3EmbedError):
-        return exc
-    log.error("model failure in a batch: %s: %s", type(exc).__name__, exc)
-    return EngineFailure(f"the model failed on this batch: {type(exc).__name__}: {exc}")

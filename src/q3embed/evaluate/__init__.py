@@ -15,9 +15,9 @@
 """
 
 from .beir import BeirDataset, DatasetDefaults, dataset_defaults, document_text, load_beir
+from .evaluation import EvalConfig, EvalReport, evaluate_beir, format_table
 from .metrics import DEFAULT_MEASURES, QueryScores, evaluate_run, rank
-from .run import EvalConfig, EvalReport, evaluate_beir, format_table
-from .search import exact_search
+from .retrieval import exact_search
 
 __all__ = [
     "BeirDataset",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.backends import ModelInfo
+from ..engine import ModelInfo
 
 __all__ = ["DEFAULT_CACHE_DIR", "EmbeddingCache", "cache_key"]
 

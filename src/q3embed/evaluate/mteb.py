@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..engine import Embedder
+from ..engine import Embedder, similarity
 from .beir import dataset_defaults
 from .encoding import encode_texts
 
@@ -121,10 +121,7 @@ class MTEBEncoder:
                 bar.close()
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
-        a, b = _as_numpy(embeddings1), _as_numpy(embeddings2)
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return a @ b.T
+        return similarity(_as_numpy(embeddings1), _as_numpy(embeddings2))
 
     def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         a, b = _as_numpy(embeddings1), _as_numpy(embeddings2)

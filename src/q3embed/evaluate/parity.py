@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine import Embedder, Reranker
+from ..engine import Embedder, ModelOptions, Reranker
 from ..errors import ConfigurationError
 from ..text.prompts import RERANK_PREFIX, RERANK_SUFFIX, query_text, rerank_body
-from ..weights.config import is_qwen3, read_config_json
+from ..weights.config_json import is_qwen3, read_config_json
 from ..weights.gguf import is_gguf_file
 from ..weights.resolve import resolve_model
 
@@ -59,12 +59,13 @@ class ParityRow:
     value: float  # cosine with the reference, or |our score - reference score|
 
 
+# The reference runs in float32 on the CPU; ours does too unless asked otherwise.
+EXACT = ModelOptions(device="cpu", dtype="float32")
+
+
 @dataclass(frozen=True)
 class ParityConfig:
-    device: str = "cpu"
-    dtype: str = "float32"
-    max_length: int | None = None
-    max_batch_tokens: int = 8192
+    options: ModelOptions = EXACT  # how our engine runs (its `model` is the one compared)
     kind: Literal["auto", "embedding", "reranker"] = "auto"
     instruction: str | None = None  # query / reranker instruction (default: the model card's)
     min_cosine: float | None = None  # None: 0.99999 in float32, 0.99 in half precision
@@ -187,7 +188,7 @@ def reference_sentence_transformers(model_dir: Path, texts: Sequence[str], query
 
 
 def _thresholds(config: ParityConfig) -> tuple[float, float]:
-    exact = config.dtype == "float32"
+    exact = str(config.options.dtype).removeprefix("torch.") in ("float32", "fp32")
     cosine = config.min_cosine if config.min_cosine is not None else (0.99999 if exact else 0.99)
     difference = config.max_difference if config.max_difference is not None else (1e-4 if exact else 0.02)
     return cosine, difference
@@ -196,8 +197,7 @@ def _thresholds(config: ParityConfig) -> tuple[float, float]:
 def _embedding_rows(path: Path, kind: Kind, config: ParityConfig, documents: list[str], queries: list[str],
                     seconds: dict[str, float]) -> list[ParityRow]:
     start = time.perf_counter()
-    embedder = Embedder(str(path), device=config.device, dtype=config.dtype, max_length=config.max_length,
-                        max_batch_tokens=config.max_batch_tokens)
+    embedder = Embedder(config.options.with_model(str(path)))
     ours = np.concatenate([embedder.encode(documents), embedder.encode(queries, query=True,
                                                                        instruction=config.instruction)])
     seconds["ours"] = time.perf_counter() - start
@@ -206,8 +206,9 @@ def _embedding_rows(path: Path, kind: Kind, config: ParityConfig, documents: lis
         prompts = documents + [query_text(q, config.instruction) for q in queries]
         reference = reference_qwen3_embeddings(path, prompts, embedder.info.max_length)
     else:
-        reference = np.concatenate([reference_sentence_transformers(path, documents, False, config.max_length),
-                                    reference_sentence_transformers(path, queries, True, config.max_length)])
+        length = config.options.max_length
+        reference = np.concatenate([reference_sentence_transformers(path, documents, False, length),
+                                    reference_sentence_transformers(path, queries, True, length)])
     seconds["reference"] = time.perf_counter() - start
     cosines = (ours.astype(np.float64) * reference.astype(np.float64)).sum(axis=1)
     sides = ["document"] * len(documents) + ["query"] * len(queries)
@@ -217,8 +218,7 @@ def _embedding_rows(path: Path, kind: Kind, config: ParityConfig, documents: lis
 def _reranker_rows(path: Path, config: ParityConfig, pairs: list[tuple[str, str]],
                    seconds: dict[str, float]) -> list[ParityRow]:
     start = time.perf_counter()
-    reranker = Reranker(str(path), device=config.device, dtype=config.dtype, max_length=config.max_length,
-                        max_batch_tokens=config.max_batch_tokens)
+    reranker = Reranker(config.options.with_model(str(path)))
     # Each query's documents in one call, as the engine serves them (shared-prefix reuse included).
     by_query: dict[str, list[int]] = {}
     for index, (query, _) in enumerate(pairs):
@@ -251,9 +251,9 @@ def check_parity(model: str | Path, config: ParityConfig = ParityConfig(), *, te
         rows = _reranker_rows(path, config, builtin + list(pairs), seconds)
         worst = max(row.value for row in rows)
         return ParityReport(str(model), kind, "abs_difference", rows, worst, max_difference,
-                            worst <= max_difference, config.dtype, config.device, seconds)
+                            worst <= max_difference, str(config.options.dtype), str(config.options.device), seconds)
     documents = CARD_DOCUMENTS + EXTRA_TEXTS + list(texts)
     rows = _embedding_rows(path, kind, config, documents, CARD_QUERIES + list(queries), seconds)
     worst = min(row.value for row in rows)
     return ParityReport(str(model), kind, "cosine", rows, worst, min_cosine, worst >= min_cosine,
-                        config.dtype, config.device, seconds)
+                        str(config.options.dtype), str(config.options.device), seconds)

@@ -1,4 +1,6 @@
-"""What turns hidden states into outputs: last-token pooling, MRL, the yes/no reranker head."""
+"""What turns hidden states into outputs, in one place: pooling (last token for Qwen3 over packed
+batches; CLS / MEAN / LAST for padded BERT-family batches), the Matryoshka slice + normalisation
+every embedding request ends with, and the yes/no reranker head."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["last_token_indices", "matryoshka", "YesNoHead"]
+__all__ = ["POOLING_MODES", "last_token_indices", "pool_padded", "matryoshka", "YesNoHead"]
+
+POOLING_MODES = ("mean", "cls", "lasttoken")
 
 
 def last_token_indices(seq_lens: list[int], device: torch.device | None = None) -> Tensor:
@@ -15,6 +19,18 @@ def last_token_indices(seq_lens: list[int], device: torch.device | None = None) 
     Located by length, never by token id: the pad token and `<|endoftext|>` are the same id.
     """
     return torch.tensor(seq_lens, device=device).cumsum(0) - 1
+
+
+def pool_padded(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """hidden [B, L, H], mask [B, L] (1 = real token, right padded) -> [B, H] in fp32."""
+    hidden = hidden.float()
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        last = mask.sum(dim=1) - 1  # right padding: the last real token sits at length - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 def matryoshka(vectors: Tensor, dimensions: int | None, normalize: bool = True) -> Tensor:

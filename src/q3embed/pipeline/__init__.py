@@ -7,7 +7,7 @@ are its parts: readers (files -> documents), chunking, ingest (upsert), search.
 from .chunking import Chunk, ChunkingOptions, chunk_text
 from .collections import CollectionDescription, Collections, DeleteReport
 from .ingest import UpsertReport
-from .models import RelevanceScorer, TextEncoder
+from .protocols import RelevanceScorer, TextEncoder
 from .readers import Document, ReaderOptions, Skipped, count_source, read_source
 from .search import SearchHit, SearchResult, SearchTimings
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..engine import check_dimensions
 from ..errors import ConfigurationError, ConflictError, InputError, NotFoundError
 from ..store import StoreConfig, open_store
 from ..store.filters import parse_filter
@@ -24,7 +25,8 @@ from ..store.names import check_collection_name, check_document_id
 from ..store.protocol import INDEX_KINDS, CollectionInfo, StoredDocument, VectorStore
 from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, ChunkingOptions
 from .ingest import UpsertReport, as_document, upsert_documents
-from .models import RelevanceScorer, TextEncoder, check_model, content_tokens
+from .model_check import check_model, content_tokens
+from .protocols import RelevanceScorer, TextEncoder
 from .search import SearchResult, run_search
 
 __all__ = ["Collections", "CollectionDescription", "DeleteReport"]
@@ -98,19 +100,10 @@ class Collections:
         size = chunk_size if chunk_size is not None else min(DEFAULT_CHUNK_SIZE, limit)
         overlap = chunk_overlap if chunk_overlap is not None else min(DEFAULT_CHUNK_OVERLAP, size // 2)
         ChunkingOptions(size, overlap).check(limit)
-        dims = self._check_dimensions(dimensions, served.dimensions)
+        dims = check_dimensions(dimensions, served.dimensions) or served.dimensions
         info = CollectionInfo(name=name, model=served.name, dimensions=dims, chunk_size=size,
                               chunk_overlap=overlap, index=index)
         return CollectionDescription(self.store.create_collection(info), 0, 0)
-
-    @staticmethod
-    def _check_dimensions(dimensions: int | None, hidden: int) -> int:
-        if dimensions is None:
-            return hidden
-        low = min(32, hidden)
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not low <= dimensions <= hidden:
-            raise InputError(f"dimensions must be an integer from {low} to {hidden} for this model, got {dimensions!r}")
-        return dimensions
 
     def _existing(self, name: str, chunk_size: int | None, chunk_overlap: int | None, index: str,
                   dimensions: int | None) -> CollectionDescription:

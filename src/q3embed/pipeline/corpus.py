@@ -1,6 +1,6 @@
 """embed-corpus: embed a corpus far larger than memory into Parquet shards, resumably.
 
-    job = CorpusJob(input=Path("corpus.jsonl"), output=Path("vectors"), model=EmbedSettings(model="./model"))
+    job = CorpusJob(input=Path("corpus.jsonl"), output=Path("vectors"), model=ModelOptions("./model"))
     report = embed_corpus(job)            # one process; distributed.ray_data runs the same job on Ray
 
 The job streams the input shard by shard (see corpus_read) and writes each shard when it is
@@ -18,15 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.embedder import DEFAULT_MAX_BATCH_TOKENS, Embedder
-from ..engine.inputs import check_dimensions, check_text
+from ..engine import Embedder, ModelOptions, check_dimensions, check_text
 from ..errors import InputError
-from ..model.heads import matryoshka
 from .corpus_read import CorpusFields, CorpusPlan, RowBlock, plan_corpus, read_shard
-from .corpus_write import (CorpusManifest, ShardData, check_same_model, finished_shards, prepare_output, shard_path,
-                           shard_row_count, write_shard)
+from .corpus_write import (
+    CorpusManifest,
+    ShardData,
+    check_same_model,
+    finished_shards,
+    prepare_output,
+    shard_path,
+    shard_row_count,
+    write_shard,
+)
 
-__all__ = ["EmbedSettings", "CorpusJob", "CorpusReport", "Progress", "embed_texts", "load_embedder", "plan_job",
+__all__ = ["CorpusJob", "CorpusReport", "Progress", "embed_texts", "load_embedder", "plan_job",
            "embed_corpus", "done_rows", "DEFAULT_SHARD_SIZE", "DEFAULT_BATCH_ROWS"]
 
 DEFAULT_SHARD_SIZE = 10_000
@@ -37,26 +43,16 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class EmbedSettings:
-    """What each worker needs to load the model and embed rows the same way (picklable for Ray)."""
+class CorpusJob:
+    """Everything a run needs, picklable for Ray: each worker loads `model` and embeds rows the same way."""
 
-    model: str = "auto"
-    device: str = "auto"
-    dtype: str = "auto"
-    max_length: int | None = None
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
-    threads: int | None = None  # CPU threads per worker (None: all this process may use)
+    input: Path
+    output: Path
+    model: ModelOptions = field(default_factory=ModelOptions)  # threads: CPU threads per worker
+    fields: CorpusFields = field(default_factory=CorpusFields)
     query: bool = False
     instruction: str | None = None  # implies query
     dimensions: int | None = None  # Matryoshka size; None: the model's
-
-
-@dataclass(frozen=True)
-class CorpusJob:
-    input: Path
-    output: Path
-    model: EmbedSettings = field(default_factory=EmbedSettings)
-    fields: CorpusFields = field(default_factory=CorpusFields)
     shard_size: int = DEFAULT_SHARD_SIZE
     batch_rows: int = DEFAULT_BATCH_ROWS  # rows per call into the engine (progress granularity)
     overwrite: bool = False
@@ -78,23 +74,14 @@ class CorpusReport:
         return dict(self.__dict__)
 
 
-def load_embedder(settings: EmbedSettings) -> Embedder:
-    from ..engine.device import set_cpu_threads
-
-    set_cpu_threads(settings.threads)
-    return Embedder(settings.model, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
-                    max_batch_tokens=settings.max_batch_tokens)
+def load_embedder(options: ModelOptions) -> Embedder:
+    return Embedder(options)
 
 
-def embed_texts(embedder: Embedder, texts: list[str], settings: EmbedSettings) -> tuple[np.ndarray, list[int]]:
-    """(vectors [n, d] float32, tokens per text): the prompt rule and MRL exactly as Embedder.encode."""
-    size = check_dimensions(settings.dimensions, embedder.dimensions)
-    query = settings.query or settings.instruction is not None
-    backend = embedder.backend
-    prompts = [backend.query_text(t, settings.instruction) for t in texts] if query else texts
-    token_lists = embedder.tokenize(prompts)
-    vectors = matryoshka(embedder.embed_tokens(token_lists), size, True)  # [n, d]
-    return vectors.numpy(), [len(ids) for ids in token_lists]
+def embed_texts(embedder: Embedder, texts: list[str], job: CorpusJob) -> tuple[np.ndarray, list[int]]:
+    """(vectors [n, d] float32, tokens per text), through the one embedding path."""
+    prepared = embedder.prepare(texts, query=job.query, instruction=job.instruction, dimensions=job.dimensions)
+    return embedder.finish(prepared, embedder.run(prepared.token_lists)), prepared.token_counts
 
 
 def _model_spec(model: str) -> str:
@@ -107,17 +94,16 @@ def plan_job(job: CorpusJob) -> tuple[CorpusPlan, CorpusManifest]:
     """Check the input and the output folder before any model loads; returns the plan and manifest."""
     if job.shard_size < 1 or job.batch_rows < 1:
         raise InputError("--shard-size and --batch-rows must be positive integers")
-    if job.model.instruction is not None:
-        check_text(job.model.instruction, "--instruction")
+    if job.instruction is not None:
+        check_text(job.instruction, "--instruction")
     plan = plan_corpus(job.input, job.fields, job.shard_size)
     stat = plan.path.stat()
-    settings = job.model
     manifest = CorpusManifest(
         input=str(plan.path), input_bytes=stat.st_size, input_mtime_ns=stat.st_mtime_ns,
-        model=_model_spec(settings.model), dtype=settings.dtype, max_length=settings.max_length,
-        dimensions=settings.dimensions, query=settings.query or settings.instruction is not None,
-        instruction=settings.instruction, text_field=plan.fields.text_field, id_field=plan.fields.id_field or "",
-        title_field=plan.fields.title_field, shard_size=plan.shard_size)
+        model=_model_spec(job.model.model), dtype=str(job.model.dtype), max_length=job.model.max_length,
+        dimensions=job.dimensions, query=job.query or job.instruction is not None, instruction=job.instruction,
+        text_field=plan.fields.text_field, id_field=plan.fields.id_field or "", title_field=plan.fields.title_field,
+        shard_size=plan.shard_size)
     prepare_output(job.output, manifest, job.overwrite)
     return plan, manifest
 
@@ -131,12 +117,12 @@ def _embed_shard(embedder: Embedder, block: RowBlock, job: CorpusJob, progress: 
     parts: list[np.ndarray] = []
     tokens: list[int] = []
     for begin in range(0, len(block.texts), job.batch_rows):
-        vectors, counts = embed_texts(embedder, block.texts[begin:begin + job.batch_rows], job.model)
+        vectors, counts = embed_texts(embedder, block.texts[begin:begin + job.batch_rows], job)
         parts.append(vectors)
         tokens.extend(counts)
         if progress:
             progress(len(counts), sum(counts))
-    dims = parts[0].shape[1] if parts else (job.model.dimensions or embedder.dimensions)
+    dims = parts[0].shape[1] if parts else (job.dimensions or embedder.dimensions)
     vectors = np.concatenate(parts) if parts else np.zeros((0, dims), dtype=np.float32)
     return ShardData(block.ids, vectors, tokens, embedder.info.name, dims)
 
@@ -150,7 +136,7 @@ def embed_corpus(job: CorpusJob, progress: Progress | None = None, embedder: Emb
     report = CorpusReport(rows=plan.rows, shards=plan.shards, skipped=len(done), output=str(job.output))
     if len(done) < plan.shards:
         embedder = embedder or load_embedder(job.model)
-        size = check_dimensions(job.model.dimensions, embedder.dimensions) or embedder.dimensions
+        size = check_dimensions(job.dimensions, embedder.dimensions) or embedder.dimensions
         check_same_model(job.output, done, embedder.info.name, size)
         for shard in range(plan.shards):
             if shard in done:

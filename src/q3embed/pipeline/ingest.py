@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..store.names import check_document_id
 from ..store.protocol import ChunkRecord, CollectionInfo, DocumentRecord, VectorStore
 from .chunking import ChunkingOptions, chunk_text
-from .models import TextEncoder
+from .protocols import TextEncoder
 from .readers import Document, Skipped
 
 __all__ = ["UpsertReport", "upsert_documents", "content_hash", "as_document", "BATCH_DOCUMENTS", "BATCH_CHARS"]

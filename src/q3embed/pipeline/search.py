@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigurationError, InputError
 from ..store.filters import Filter
 from ..store.protocol import CollectionInfo, VectorStore
-from .models import RelevanceScorer, TextEncoder
+from .protocols import RelevanceScorer, TextEncoder
 
 __all__ = ["SearchHit", "SearchResult", "SearchTimings", "run_search", "check_search_sizes", "MAX_TOP_K",
            "default_candidates"]

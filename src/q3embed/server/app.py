@@ -3,6 +3,9 @@
     app = create_app(Engine.load(EngineOptions()), ServerConfig())
     uvicorn.run(app)
 
+Every answer that is not a success goes through server/http_errors.py: exceptions by one table
+(error -> ErrorKind -> status), in the error shape of the request's API family.
+
 The app owns the engine's worker: it starts it when the server starts, and stops it (after the
 queued work is done) when the server shuts down.
 """
@@ -23,29 +26,25 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..engine.engine import Engine
-from ..engine.worker import EngineFailure, EngineStopped
-from ..errors import Q3EmbedError
-from . import routes_collections, routes_openai, routes_tei
+from ..engine import Engine
+from ..errors import ClientDisconnected, Q3EmbedError
+from . import routes_collections, routes_ollama, routes_openai, routes_rerank, routes_tei
 from .config import ServerConfig
-from .errors import HTTPProblem, error_kind, error_response
-from .metrics import CONTENT_TYPE, Metrics
+from .http_errors import ErrorKind, error_kind, error_response, kind_of_status
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from .state import AppState, ClientDisconnected
+from .prometheus import CONTENT_TYPE, Metrics
+from .state import AppState
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("q3embed")
 
-# HTTP status 499 (nginx's "client closed request"): nobody reads it, the metrics and logs do.
-CLIENT_CLOSED = 499
-
 
 def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     metrics = Metrics()
-    engine.worker.observer = metrics
-    metrics.watch_queue(lambda: engine.worker.queued_requests, lambda: engine.worker.queued_tokens)
+    engine.set_observer(metrics)
+    metrics.watch_queue(lambda: engine.queued_requests, lambda: engine.queued_tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,9 +61,8 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
                   description="Qwen3-Embedding and Qwen3-Reranker over the OpenAI, Cohere/Jina, TEI and "
                   "Ollama APIs.")
     app.state.q3embed = AppState(engine, config, metrics)
-    app.include_router(routes_openai.router)
-    app.include_router(routes_tei.router)
-    app.include_router(routes_collections.router)
+    for routes in (routes_openai, routes_rerank, routes_tei, routes_ollama, routes_collections):
+        app.include_router(routes.router)
     _add_ops_routes(app)
     _add_error_handlers(app)
     # Outermost last: metrics see every answer, auth runs before the body is read.
@@ -79,8 +77,8 @@ def _open_collections(engine: Engine, config: ServerConfig, loop: asyncio.Abstra
     from pathlib import Path
 
     from ..pipeline import Collections
-    from ..pipeline.engine_models import EngineEncoder, EngineScorer
     from ..store import StoreConfig
+    from .engine_adapters import EngineEncoder, EngineScorer
 
     store = StoreConfig(directory=Path(config.store_dir) if config.store_dir else None,
                         milvus_uri=config.milvus_uri, milvus_token=config.milvus_token)
@@ -106,7 +104,7 @@ def _add_ops_routes(app: FastAPI) -> None:
         engine: Engine = request.app.state.q3embed.engine
         if engine.alive:
             return JSONResponse({"status": "ok"})
-        return error_response("/health", 503, "the engine is not running")
+        return error_response("/health", ErrorKind.UNAVAILABLE, "the engine is not running")
 
     @app.get("/metrics", tags=["Operations"])
     async def metrics(request: Request) -> Response:
@@ -122,28 +120,24 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def known(request: Request, exc: Exception) -> Response:
+    @app.exception_handler(Q3EmbedError)
+    async def known(request: Request, exc: Q3EmbedError) -> Response:
         kind = error_kind(exc)
-        if kind.status == 429:
+        if kind is ErrorKind.OVERLOADED:
             request.app.state.q3embed.metrics.rejected.inc()
-        return error_response(request.url.path, kind.status, str(exc))
-
-    for kind in (Q3EmbedError, HTTPProblem, EngineFailure, EngineStopped):
-        app.add_exception_handler(kind, known)
+        if isinstance(exc, ClientDisconnected):  # nobody reads it: the metrics and logs do
+            return Response(status_code=kind.status)
+        return error_response(request.url.path, kind, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(request.url.path, 422, _validation_message(exc))
+        return error_response(request.url.path, ErrorKind.UNPROCESSABLE, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(request.url.path, exc.status_code, str(exc.detail))
-
-    @app.exception_handler(ClientDisconnected)
-    async def gone(request: Request, exc: ClientDisconnected) -> Response:
-        return Response(status_code=CLIENT_CLOSED)
+        return error_response(request.url.path, kind_of_status(exc.status_code), str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}: {exc}")
+        return error_response(request.url.path, ErrorKind.BACKEND, f"internal error: {type(exc).__name__}: {exc}")

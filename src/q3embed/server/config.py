@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..engine.engine import EngineOptions
+from ..engine import EngineOptions
 
 __all__ = ["ServerConfig"]
 

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response
-from .metrics import Metrics
+from .http_errors import ErrorKind, error_response
+from .prometheus import Metrics
 
 __all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware", "OPEN_PATHS"]
 
@@ -50,7 +50,8 @@ class ApiKeyMiddleware:
                 or path.startswith(OPEN_PREFIXES) or self._allowed(scope)):
             await self.app(scope, receive, send)
             return
-        response = error_response(path, 401, "a valid API key is required: send 'Authorization: Bearer KEY'")
+        response = error_response(path, ErrorKind.UNAUTHORIZED,
+                                  "a valid API key is required: send 'Authorization: Bearer KEY'")
         response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
 
@@ -85,7 +86,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"the request body is larger than the limit of {self.max_bytes} bytes"
-        await error_response(scope.get("path", ""), 413, message)(scope, receive, send)
+        await error_response(scope.get("path", ""), ErrorKind.TOO_LARGE, message)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:

@@ -1,7 +1,7 @@
 """Collections over HTTP: create / list / describe / drop, upsert and delete documents, search.
 
 The Collections API blocks (store I/O, model calls), so every call runs on a worker thread; its
-model work goes through the engine's queue (pipeline.engine_models), batched with all other
+model work goes through the engine's queue (server/engine_adapters.py), batched with all other
 requests and bounded by the same limits (429 when full).
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ConfigurationError
+from ..errors import UnsupportedError
 from .state import AppState, State
 
 __all__ = ["router"]
@@ -61,7 +61,7 @@ class SearchCollection(_Body):
 async def _call(state: AppState, method: str, *args: Any, **kwargs: Any) -> Any:
     collections = state.collections
     if collections is None:
-        raise ConfigurationError("collections are not available on this server")
+        raise UnsupportedError("collections are not available on this server")
     return await asyncio.to_thread(getattr(collections, method), *args, **kwargs)
 
 

@@ -11,19 +11,14 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
-from ..engine.backends import ModelInfo
-from ..engine.engine import Engine
-from ..errors import InputError, NotFoundError
+from ..engine import Engine, ModelInfo
+from ..errors import ClientDisconnected, InputError, NotFoundError
 from .config import ServerConfig
-from .metrics import Metrics
+from .prometheus import Metrics
 
-__all__ = ["AppState", "ClientDisconnected", "State", "app_state", "texts_of"]
+__all__ = ["AppState", "State", "app_state", "as_list", "texts_of"]
 
 T = TypeVar("T")
-
-
-class ClientDisconnected(Exception):
-    """The client closed the connection before its answer was ready."""
 
 
 @dataclass
@@ -84,6 +79,11 @@ def app_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(app_state)]  # a route parameter `state: State` receives the AppState
+
+
+def as_list(inputs: str | list[str]) -> list[str]:
+    """The API families accept one string or a list of them; the engine takes a list."""
+    return [inputs] if isinstance(inputs, str) else inputs
 
 
 def texts_of(value: str | Sequence[object]) -> list[str] | str:

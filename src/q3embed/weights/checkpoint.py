@@ -19,9 +19,10 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..model.qwen3 import Qwen3Config, Qwen3Model
-from .config import qwen3_config_from_dict, read_config_json
+from ..text.tokenizer import Qwen3Tokenizer
+from .config_json import qwen3_config_from_dict, read_config_json
 
-__all__ = ["load_qwen3", "LoadedQwen3", "safetensors_files"]
+__all__ = ["load_qwen3_dir", "LoadedQwen3", "safetensors_files"]
 
 _PREFIX = "model."
 _LM_HEAD = "lm_head.weight"
@@ -32,9 +33,12 @@ _REPORT_LIMIT = 12
 
 @dataclass
 class LoadedQwen3:
+    """What every Qwen3 loader (safetensors, GGUF) returns: the same pieces whatever the format."""
+
     config: Qwen3Config
     model: Qwen3Model
-    head_rows: Tensor | None  # [len(rows), hidden] rows of lm_head, when asked for
+    tokenizer: Qwen3Tokenizer
+    head_rows: Tensor | None  # [2, hidden]: the (no, yes) rows of lm_head, for a reranker
 
 
 @dataclass
@@ -134,14 +138,16 @@ def _head_rows(
     return torch.cat([sliced[row : row + 1] for row in rows], dim=0)
 
 
-def load_qwen3(
+def load_qwen3_dir(
     model_dir: Path,
     *,
+    max_length: int,
     dtype: torch.dtype,
     device: torch.device,
-    head_rows: Sequence[int] | None = None,
+    reranker: bool = False,
 ) -> LoadedQwen3:
-    """Build the decoder from a local directory; `head_rows` picks rows of lm_head to keep."""
+    """Tokenizer and decoder from a local directory; `reranker` also keeps the (no, yes) rows of lm_head."""
+    tokenizer = Qwen3Tokenizer.from_dir(model_dir, max_length)
     config = qwen3_config_from_dict(read_config_json(model_dir), where=str(model_dir / "config.json"))
     with torch.device("meta"):
         model = Qwen3Model(config)
@@ -166,6 +172,6 @@ def load_qwen3(
     model.load_state_dict(state, assign=True, strict=True)
     model.eval().requires_grad_(False)
     rows = None
-    if head_rows is not None:
-        rows = _head_rows(located, lm_head, head_rows, config, model_dir).to(device=device, dtype=dtype)
-    return LoadedQwen3(config=config, model=model, head_rows=rows)
+    if reranker:
+        rows = _head_rows(located, lm_head, tokenizer.yes_no_ids, config, model_dir).to(device=device, dtype=dtype)
+    return LoadedQwen3(config=config, model=model, tokenizer=tokenizer, head_rows=rows)

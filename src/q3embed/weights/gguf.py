@@ -197,7 +197,7 @@ def load_gguf_qwen3(
     dtype: torch.dtype,
     device: torch.device,
     reranker: bool = False,
-) -> tuple[Qwen3Tokenizer, LoadedQwen3]:
+) -> LoadedQwen3:
     """Tokenizer and decoder from one GGUF file; `reranker` also keeps the (no, yes) head rows."""
     file = GgufFile.open(path)
     config = gguf_qwen3_config(file)
@@ -217,4 +217,4 @@ def load_gguf_qwen3(
             file.release(tensor)
     model.load_state_dict(state, assign=True, strict=True)
     model.eval().requires_grad_(False)
-    return tokenizer, LoadedQwen3(config=config, model=model, head_rows=rows)
+    return LoadedQwen3(config=config, model=model, tokenizer=tokenizer, head_rows=rows)

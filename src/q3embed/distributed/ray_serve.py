@@ -54,7 +54,8 @@ def check_stateless(config: ServerConfig) -> None:
 
 
 class _CollectionsOff:
-    """ASGI middleware: every collection route answers 501 with the reason, before any route runs."""
+    """ASGI middleware: every collection route answers as an unsupported feature (the one status of
+    server/http_errors.py for it), with the reason, before any route runs."""
 
     MESSAGE = ("collections are off on these Ray Serve replicas because replicas keep no state: start "
                "`q3embed serve --ray` with --milvus-uri http://host:19530 to keep them in Milvus")
@@ -65,9 +66,9 @@ class _CollectionsOff:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and (path == _COLLECTIONS_PATH or path.startswith(_COLLECTIONS_PATH + "/")):
-            from ..server.errors import error_response
+            from ..server.http_errors import ErrorKind, error_response
 
-            await error_response(path, 501, self.MESSAGE)(scope, receive, send)
+            await error_response(path, ErrorKind.UNSUPPORTED, self.MESSAGE)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -76,12 +77,11 @@ def build_replica_app(config: ServerConfig, threads: int | None) -> Any:
     """One replica: its own Engine behind the same app as `q3embed serve`; runs inside the replica."""
     import tempfile
 
-    from ..engine.device import set_cpu_threads
-    from ..engine.engine import Engine
+    from ..engine import Engine
     from ..server.app import create_app
 
-    set_cpu_threads(threads)
-    engine = Engine.load(config.engine)
+    models = replace(config.engine.models, threads=threads or config.engine.models.threads)
+    engine = Engine.load(replace(config.engine, models=models))
     if config.milvus_uri:
         return create_app(engine, config)
     # The app opens a store at start-up; give it an empty private one, then turn its routes off.
@@ -106,7 +106,7 @@ def _resources(ray: Any, config: ServerConfig, options: ReplicaOptions) -> tuple
     """(Ray resources of one replica, its torch threads); refuses what the cluster cannot place."""
     available = ray.cluster_resources()
     gpus, cpus = int(available.get("GPU", 0)), int(available.get("CPU", 0))
-    if gpus and not config.engine.device.startswith("cpu"):
+    if gpus and not str(config.engine.models.device).startswith("cpu"):
         if options.replicas > gpus:
             raise ConfigurationError(f"{options.replicas} replicas need a GPU each; the Ray cluster has {gpus}")
         return {"num_gpus": 1, "num_cpus": 1}, options.threads

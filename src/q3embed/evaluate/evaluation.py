@@ -19,7 +19,7 @@ from .beir import BeirDataset, load_beir
 from .cache import DEFAULT_CACHE_DIR, EmbeddingCache, cache_key
 from .encoding import encode_texts
 from .metrics import DEFAULT_MEASURES, evaluate_run, rank
-from .search import exact_search
+from .retrieval import exact_search
 
 __all__ = ["EvalConfig", "EvalReport", "evaluate_beir", "format_table"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine.engine import EngineOptions
+from ..engine import EngineOptions
 from ..errors import InputError
-from .common import add_model_flags, positive_int, subparser
-from .corpus import add_ray_flag, ray_address
+from .common import add_model_flags, model_options, positive_int, subparser
+from .corpus_command import add_ray_flag, ray_address
 
 __all__ = ["add_serve"]
 
@@ -74,9 +74,8 @@ def _split(values: list[str] | str | None) -> tuple[str, ...]:
 def server_config(args: argparse.Namespace) -> Any:
     from ..server.config import ServerConfig
 
-    engine = EngineOptions(model=args.model, reranker=None if args.no_reranker else args.reranker,
-                           device=args.device, dtype=args.dtype, max_length=args.max_length,
-                           max_batch_tokens=args.max_batch_tokens, max_queued_requests=args.max_queued_requests,
+    engine = EngineOptions(model_options(args), reranker=None if args.no_reranker else args.reranker,
+                           max_queued_requests=args.max_queued_requests,
                            max_queued_tokens=max(args.max_queued_tokens, args.max_batch_tokens))
     return ServerConfig(engine=engine, host=args.host, port=args.port, api_keys=_split(args.api_key),
                         served_model_names=_split(args.served_model_name),
@@ -89,7 +88,7 @@ def server_config(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     use_ray, address = ray_address(args.ray)
     if use_ray:
-        from ..distributed.serve import ReplicaOptions, run_replicas
+        from ..distributed.ray_serve import ReplicaOptions, run_replicas
 
         run_replicas(server_config(args), ReplicaOptions(replicas=args.replicas, address=address,
                                                          threads=args.threads))
@@ -97,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.replicas != 1:
         raise InputError("--replicas needs --ray (Ray Serve); without Ray, run several `q3embed serve` processes "
                          "behind a load balancer (see docs/scaling.md)")
-    from ..server.run import serve  # FastAPI and uvicorn load only for this command
+    from ..server.launch import serve  # FastAPI and uvicorn load only for this command
 
     serve(server_config(args))
     return 0

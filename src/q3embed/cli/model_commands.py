@@ -13,11 +13,9 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..engine import Embedder, Reranker, RerankResult, similarity
-from ..engine.device import cpu_has_fast_bf16
-from .common import add_model_flags, add_query_flags, model_kwargs, positive_int, subparser
-from .io import RerankRequest, check_output_path, collect_rerank_requests, collect_texts
-from .io import write_embeddings, write_jsonl
+from ..engine import Embedder, Reranker, RerankResult, cpu_has_fast_bf16, similarity
+from .common import add_model_flags, add_query_flags, model_options, positive_int, subparser
+from .io import RerankRequest, check_output_path, collect_rerank_requests, collect_texts, write_embeddings, write_jsonl
 
 __all__ = ["add_embed", "add_rerank", "add_similarity", "add_info"]
 
@@ -105,9 +103,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """Checks the inputs and the output path before the model loads, so mistakes fail fast."""
     texts = collect_texts(args.texts, args.input)
     check_output_path(args.output)
-    embedder = Embedder(args.model, **model_kwargs(args))
+    embedder = Embedder(model_options(args))
     vectors = embedder.encode(
-        texts, query=args.query or args.instruction is not None, instruction=args.instruction,
+        texts, query=args.query, instruction=args.instruction,
         dimensions=args.dimensions, normalize=not args.no_normalize, truncate=not args.no_truncate,
     )
     write_embeddings(vectors, args.output)
@@ -122,7 +120,7 @@ def _rerank_rows(request: RerankRequest, results: list[RerankResult], with_query
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Results are printed request by request, so a long --input file streams its output."""
     requests = collect_rerank_requests(args.query, args.documents, args.input)
-    reranker = Reranker(args.model, **model_kwargs(args))
+    reranker = Reranker(model_options(args))
     for request in requests:
         results = reranker.rerank(request.query, request.documents, top_n=args.top_n,
                                   instruction=args.instruction, truncate=not args.no_truncate)
@@ -132,9 +130,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_similarity(args: argparse.Namespace) -> int:
     """The first text may be a query (asymmetric retrieval); the others are always documents."""
-    embedder = Embedder(args.model, **model_kwargs(args))
-    first = embedder.encode([args.first], query=args.query or args.instruction is not None,
-                            instruction=args.instruction, dimensions=args.dimensions)
+    embedder = Embedder(model_options(args))
+    first = embedder.encode([args.first], query=args.query, instruction=args.instruction, dimensions=args.dimensions)
     others = embedder.encode(list(args.others), dimensions=args.dimensions)
     if args.matrix:
         vectors = np.concatenate([first, others])
@@ -150,9 +147,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Loads the models for real: the point is to see what `auto` resolves to on this machine."""
     report: dict[str, Any] = {"q3embed_version": __version__, "torch_version": torch.__version__,
                               "cuda_available": torch.cuda.is_available(), "cpu_has_fast_bf16": cpu_has_fast_bf16()}
-    report["model"] = asdict(Embedder(args.model, **model_kwargs(args)).info)
+    report["model"] = asdict(Embedder(model_options(args)).info)
     if args.reranker is not None:
-        report["reranker"] = asdict(Reranker(args.reranker, **model_kwargs(args)).info)
+        report["reranker"] = asdict(Reranker(model_options(args, args.reranker)).info)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -1,8 +1,9 @@
-"""Collections on a running Engine: the server's models, batched with every other request.
+"""Collections on the server's running Engine: its models, batched with every other request.
 
-The HTTP server owns one `Engine` whose worker thread batches the requests of all clients. Passing
-`engine.embedder` to Collections directly would run forward passes beside that worker, outside
-its queue limits; these adapters send the work through the engine instead:
+The HTTP server owns one `Engine` whose worker thread batches the requests of all clients.
+Giving Collections an Embedder of its own would run forward passes beside that worker, outside
+its queue limits; these adapters (pipeline.protocols' TextEncoder and RelevanceScorer) send the
+work through the engine instead:
 
     cols = Collections(store, EngineEncoder(engine, loop), EngineScorer(engine, loop))
     result = await asyncio.to_thread(cols.search, "docs", query, top_k=5)
@@ -19,8 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..engine.backends import ModelInfo
-from ..engine.engine import Engine
+from ..engine import Engine, ModelInfo
 from ..errors import ConfigurationError
 
 __all__ = ["EngineEncoder", "EngineScorer"]
@@ -56,7 +56,7 @@ class EngineEncoder:
         return out.vectors[0] if isinstance(texts, str) else out.vectors
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return self.engine.embedder.token_offsets(text)  # tokenizer only: no model work, no queue
+        return self.engine.token_offsets(text)  # tokenizer only: no model work, no queue
 
 
 class EngineScorer:

@@ -21,7 +21,7 @@ from ..pipeline import Collections, ReaderOptions, UpsertReport, count_source, r
 from ..pipeline.search import MAX_TOP_K
 from ..store import COLLECTION_NAME_RULE, INDEX_KINDS, StoreConfig, default_store_dir, open_store
 from ..store.protocol import CollectionInfo
-from .common import PROG, add_model_flags, model_kwargs, positive_int, subparser
+from .common import PROG, add_model_flags, model_options, positive_int, subparser
 from .io import write_jsonl
 
 __all__ = ["add_index", "add_search", "add_collections"]
@@ -184,10 +184,10 @@ def _load_embedder(args: argparse.Namespace, info: CollectionInfo | None) -> Emb
     """`auto` means the model the collection was built with, when it exists and can be loaded."""
     if args.model == "auto" and info is not None:
         try:
-            return Embedder(info.model, **model_kwargs(args))
+            return Embedder(model_options(args, info.model))
         except ModelNotFoundError:
             pass  # e.g. built with the bundled fallback model: auto finds it again, or check_model says why not
-    return Embedder(args.model, **model_kwargs(args))
+    return Embedder(model_options(args))
 
 
 # ---------------------------------------------------------------- commands
@@ -251,7 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         info = cols.store.collection_info(name)  # NotFoundError before any model loads
         cols.embedder = _load_embedder(args, info)
         if args.rerank:
-            cols.reranker = Reranker(args.reranker, **model_kwargs(args))
+            cols.reranker = Reranker(model_options(args, args.reranker))
         result = cols.search(name, args.query, top_k=args.top_k, filter=args.filter, rerank=args.rerank,
                              candidates=args.candidates, instruction=args.instruction)
     write_jsonl({"rank": h.rank, "document_id": h.document_id, "chunk_index": h.chunk_index, "start": h.start,

@@ -10,14 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..engine import Embedder, Reranker
+from ..engine import Embedder, ModelOptions, Reranker
 from ..errors import InputError
 from ..evaluate.beir import load_beir
 from ..evaluate.cache import DEFAULT_CACHE_DIR
+from ..evaluate.evaluation import EvalConfig, EvalReport, evaluate_beir, format_table
 from ..evaluate.parity import ParityConfig, ParityReport, check_parity, model_kind
-from ..evaluate.run import EvalConfig, EvalReport, evaluate_beir, format_table
 from ..weights.resolve import resolve_model
-from .common import DTYPES, PROG, add_model_flags, model_kwargs, positive_int, subparser
+from .common import DTYPES, PROG, add_model_flags, model_options, positive_int, subparser
 from .io import read_rerank_requests, read_texts
 
 __all__ = ["add_eval", "add_parity"]
@@ -138,8 +138,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     dataset = load_beir(args.data, args.split)
     loaded = time.perf_counter()
-    embedder = Embedder(args.model, **model_kwargs(args))
-    reranker = Reranker(args.reranker, **model_kwargs(args)) if args.rerank else None
+    embedder = Embedder(model_options(args))
+    reranker = Reranker(model_options(args, args.reranker)) if args.rerank else None
     before = {"load": loaded - started, "models": time.perf_counter() - loaded}
     report = evaluate_beir(embedder, dataset, _eval_config(args), reranker, timings=before)
     _write_report(report, args)
@@ -181,8 +181,9 @@ def format_parity(report: ParityReport) -> str:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    config = ParityConfig(device=args.device, dtype=args.dtype, max_length=args.max_length,
-                          max_batch_tokens=args.max_batch_tokens, kind=args.kind, instruction=args.instruction,
+    options = ModelOptions(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
+                           max_batch_tokens=args.max_batch_tokens, threads=args.threads)
+    config = ParityConfig(options, kind=args.kind, instruction=args.instruction,
                           min_cosine=args.min_cosine, max_difference=args.max_difference)
     kind = model_kind(resolve_model(args.model).path, args.kind)
     report = check_parity(args.model, config, **_parity_inputs(args, kind == "qwen3-reranker"))

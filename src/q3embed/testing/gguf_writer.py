@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..weights.checkpoint import safetensors_files
-from ..weights.config import qwen3_config_from_dict, read_config_json
+from ..weights.config_json import qwen3_config_from_dict, read_config_json
 
 __all__ = ["FILE_TYPES", "write_gguf"]
 

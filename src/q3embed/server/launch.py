@@ -21,7 +21,7 @@ log = logging.getLogger("q3embed")
 
 
 def serve(config: ServerConfig) -> None:
-    from ..engine.engine import Engine
+    from ..engine import Engine
 
     print(f"q3embed serve: configuration {json.dumps(config.printable(), default=str)}", file=sys.stderr, flush=True)
     engine = Engine.load(config.engine)

@@ -1,41 +1,15 @@
-"""What the pipeline needs from the models, as protocols, and the check that a collection fits them.
-
-`Embedder` and `Reranker` satisfy these protocols. A server that batches requests of many clients
-through its engine passes an adapter with the same methods instead.
-"""
+"""Whether a collection fits the loaded model, and how much text one chunk may hold."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import PurePath
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from ..engine.backends import ModelInfo
+from ..engine import ModelInfo
 from ..errors import ConfigurationError, ConflictError, InputError
 from ..store.protocol import CollectionInfo
 
-__all__ = ["TextEncoder", "RelevanceScorer", "model_key", "check_model", "content_tokens"]
-
-
-class TextEncoder(Protocol):
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def encode(self, texts: str | Sequence[str], *, query: bool = False, instruction: str | None = None,
-               dimensions: int | None = None) -> np.ndarray:
-        """Unit-length float32 vectors [N, d] ([d] for one string)."""
-        ...
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]: ...
-
-
-class RelevanceScorer(Protocol):
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None) -> list[float]: ...
+__all__ = ["model_key", "check_model", "content_tokens"]
 
 
 def model_key(name: str) -> str:

@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..pipeline.corpus import (DEFAULT_BATCH_ROWS, DEFAULT_SHARD_SIZE, CorpusJob, CorpusReport, EmbedSettings,
-                               done_rows, embed_corpus, plan_job)
+from ..pipeline.corpus import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_SHARD_SIZE,
+    CorpusJob,
+    CorpusReport,
+    done_rows,
+    embed_corpus,
+    plan_job,
+)
 from ..pipeline.corpus_read import CorpusFields
 from ..pipeline.corpus_write import finished_shards
-from .common import PROG, add_model_flags, add_query_flags, positive_int, subparser
+from .common import PROG, add_model_flags, add_query_flags, model_options, positive_int, subparser
 from .env import ENV_PREFIX, FALSE_WORDS, TRUE_WORDS
 from .io import write_jsonl
 
@@ -82,12 +89,10 @@ def add_embed_corpus(sub: Any) -> None:
 def _job(args: argparse.Namespace) -> CorpusJob:
     if args.output is None:
         raise InputError("where should the shards go? pass --output DIR (or set Q3EMBED_CORPUS_OUTPUT)")
-    settings = EmbedSettings(model=args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
-                             max_batch_tokens=args.max_batch_tokens, threads=args.threads, query=args.query,
-                             instruction=args.instruction, dimensions=args.dimensions)
     fields = CorpusFields(text_field=args.text_field, id_field=args.id_field or None,
                           title_field=args.title_field or None)
-    return CorpusJob(input=args.input, output=args.output, model=settings, fields=fields,
+    return CorpusJob(input=args.input, output=args.output, model=model_options(args), fields=fields,
+                     query=args.query, instruction=args.instruction, dimensions=args.dimensions,
                      shard_size=args.shard_size, batch_rows=args.batch_rows, overwrite=args.overwrite)
 
 

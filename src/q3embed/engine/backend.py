@@ -1,0 +1,89 @@
+"""The small contract an embedding backend fulfils, what it reports, and which one a model gets.
+
+    Qwen3EmbeddingBackend   our packed Qwen3 decoder, last-token pooling   (qwen3_backend.py)
+    TransformersBackend     BERT-family encoders, their own pooling         (transformers_backend.py)
+
+Backends are engine internals: the Embedder drives them, nothing outside engine/ sees one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+from ..text.tokenizer import MAX_LENGTH_DEFAULT
+from ..weights.loading import is_qwen3_model, load_qwen3
+from ..weights.resolve import AUTO, ResolvedModel, resolve_auto_embedding, resolve_model
+from ..weights.sentence_transformers import load_transformers_encoder
+from .device import Placement
+
+__all__ = ["EmbeddingBackend", "ModelInfo", "TokenSpan", "load_embedding_backend"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: str
+    kind: str  # "qwen3", "transformers", "qwen3-reranker" or "cosine-similarity"
+    dimensions: int
+    max_length: int
+    device: str
+    dtype: str
+    supports_instructions: bool
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token as TEI's /tokenize shows it."""
+
+    id: int
+    text: str  # the characters of the input this token covers ("" for added special tokens)
+    special: bool
+    start: int  # character offsets into the input
+    stop: int
+
+
+class EmbeddingBackend(Protocol):
+    info: ModelInfo
+
+    def query_text(self, text: str, instruction: str | None) -> str:
+        """The text of a query as the model expects it (Qwen3: "Instruct: ...\\nQuery:...")."""
+        ...
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
+        """The exact token ids the model sees (EOS rule, truncation)."""
+        ...
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        """One batch of token id lists -> pooled vectors [B, hidden] in fp32, not normalised."""
+        ...
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of `text` (no special tokens, no truncation), for chunking."""
+        ...
+
+    def token_spans(self, text: str, add_special_tokens: bool) -> list[TokenSpan]:
+        """The tokens of one input after truncation, in order; the same ids the model is given."""
+        ...
+
+    def compile_now(self) -> bool:
+        """Switch to compiled kernels now where they are enabled; whether a forward pass will compile."""
+        ...
+
+
+def load_embedding_backend(model: str, placement: Placement, max_length: int | None) -> EmbeddingBackend:
+    """Resolve `model` (auto, a path, a hub id or a .gguf file) and build the backend it needs."""
+    from .qwen3_backend import Qwen3EmbeddingBackend
+    from .transformers_backend import TransformersBackend
+
+    resolved: ResolvedModel = resolve_auto_embedding() if model == AUTO else resolve_model(model)
+    if is_qwen3_model(resolved.path):
+        length = max_length or MAX_LENGTH_DEFAULT
+        loaded = load_qwen3(resolved.path, max_length=length, dtype=placement.dtype, device=placement.device)
+        return Qwen3EmbeddingBackend(resolved, loaded, placement)
+    encoder = load_transformers_encoder(resolved.path, dtype=placement.dtype, device=placement.device,
+                                        max_length=max_length)
+    return TransformersBackend(resolved, encoder, placement)

@@ -1,0 +1,81 @@
+"""The one options object: which model loads, where, in what precision, and how it batches.
+
+The Python API (`Embedder(model, **fields)`, `Reranker(...)`), the engine (`EngineOptions`), the
+CLI (every model flag is a field here, with its Q3EMBED_* twin), embed-corpus, evaluation and
+parity all take a `ModelOptions`; nothing is read from the environment inside the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+from ..errors import ConfigurationError
+
+__all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS"]
+
+DEFAULT_MAX_BATCH_TOKENS = 8192
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    model: str = "auto"  # a local directory, a .gguf file, a hub id, or auto
+    device: str | torch.device = "auto"  # auto, cpu, cuda, cuda:N
+    dtype: str | torch.dtype = "auto"  # auto, float32, bfloat16, float16
+    max_length: int | None = None  # longest input in tokens (None: the model's; 8192 for Qwen3)
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # tokens per packed forward pass
+    compile: str = "auto"  # auto, on, off: the decoder's fused kernels (see model.kernels)
+    threads: int | None = None  # CPU threads for torch (None: every CPU this process may use)
+
+    def __post_init__(self) -> None:
+        size = self.max_batch_tokens
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(f"max_batch_tokens must be a positive integer, got {size!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConfigurationError(f"threads must be a positive integer, got {self.threads!r}")
+
+    def with_model(self, model: str) -> "ModelOptions":
+        """The same placement and limits for another model (e.g. the reranker next to the embedder)."""
+        return replace(self, model=model)
+
+
+_FIELDS = frozenset(f.name for f in fields(ModelOptions))
+
+
+def model_options(model: "str | ModelOptions", overrides: Mapping[str, Any]) -> ModelOptions:
+    """What `Embedder(model, **overrides)` means: a model id or a ModelOptions, then keyword fields."""
+    unknown = sorted(set(overrides) - _FIELDS)
+    if unknown:
+        raise ConfigurationError(f"unknown option {', '.join(unknown)}: the options are {', '.join(sorted(_FIELDS))}")
+    if isinstance(model, ModelOptions):
+        return replace(model, **overrides)
+    if not isinstance(model, str):
+        raise ConfigurationError(f"model must be a string (a path, a hub id or auto), not {type(model).__name__}")
+    return ModelOptions(model=model, **overrides)
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How much work the engine's worker holds: per batch, and waiting in its queue."""
+
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_queued_requests: int = 256
+    max_queued_tokens: int = 262_144  # 32 full batches of 8192 tokens
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything that decides which models an Engine loads and how it queues work."""
+
+    models: ModelOptions = field(default_factory=ModelOptions)  # the embedding model, and the reranker's placement
+    reranker: str | None = "auto"  # None: serve no reranker
+    max_queued_requests: int = 256
+    max_queued_tokens: int = 262_144
+
+    @property
+    def limits(self) -> QueueLimits:
+        return QueueLimits(self.models.max_batch_tokens, self.max_queued_requests, self.max_queued_tokens)

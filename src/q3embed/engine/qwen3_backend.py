@@ -1,0 +1,61 @@
+"""Qwen3-Embedding on the packed decoder: tokenize with the EOS rule, pool the last token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from ..model.heads import last_token_indices
+from ..model.kernels import KernelSchedule
+from ..text.prompts import query_text
+from ..weights.checkpoint import LoadedQwen3
+from ..weights.resolve import ResolvedModel
+from .backend import ModelInfo, TokenSpan
+from .batch import pack
+from .device import Placement, dtype_name
+
+__all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info"]
+
+
+def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement, kind: str) -> ModelInfo:
+    return ModelInfo(name=resolved.name, path=str(resolved.path), kind=kind, dimensions=loaded.config.hidden_size,
+                     max_length=loaded.tokenizer.max_length, device=str(placement.device),
+                     dtype=dtype_name(placement.dtype), supports_instructions=True)
+
+
+class Qwen3EmbeddingBackend:
+    def __init__(self, resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement) -> None:
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model
+        self.kernels = KernelSchedule(self.model, placement.compile_after)
+        self.device = placement.device
+        self.info = qwen3_model_info(resolved, loaded, placement, "qwen3")
+
+    def query_text(self, text: str, instruction: str | None) -> str:
+        return query_text(text, instruction)
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
+        return self.tokenizer.encode_embedding_inputs(texts, truncate=truncate)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return list(self.tokenizer.encode_raw([text])[0].offsets)
+
+    def token_spans(self, text: str, add_special_tokens: bool) -> list[TokenSpan]:
+        encoding = self.tokenizer.encode_raw([text])[0]
+        special_ids = self.tokenizer.special_ids
+        limit = self.tokenizer.max_length - 1  # room for the <|endoftext|> the model always gets
+        spans = [TokenSpan(i, text[a:b], i in special_ids, a, b)
+                 for i, (a, b) in list(zip(encoding.ids, encoding.offsets, strict=True))[:limit]]
+        if add_special_tokens:
+            spans.append(TokenSpan(self.tokenizer.eos_id, "", True, len(text), len(text)))
+        return spans
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        input_ids, positions, seq_lens = pack(sequences, self.device)
+        self.kernels.count(len(input_ids))
+        hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
+        return hidden[last_token_indices(seq_lens, self.device)].float()  # [B, hidden]
+
+    def compile_now(self) -> bool:
+        return self.kernels.compile_now()
