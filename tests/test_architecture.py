@@ -20,7 +20,7 @@ ALLOWED = {
     "engine": {"model", "text", "weights"},
     "store": set(),
     "pipeline": {"engine", "store"},
-    "evaluate": {"engine", "text", "weights"},
+    "evaluate": {"engine", "pipeline", "text", "weights"},
     "server": {"engine", "pipeline", "store"},
     "distributed": {"engine", "pipeline", "server"},
     "testing": {"model", "weights"},

@@ -102,6 +102,20 @@ def test_embed_reads_jsonl_strings_and_objects(capsys, emb, embedder, tmp_path):
     np.testing.assert_allclose(stdout_vectors(out), embedder.encode(TEXTS), rtol=0, atol=1e-6)
 
 
+def test_embed_reads_csv_and_parquet_text_columns(capsys, emb, embedder, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text("id,text\n" + "".join(f"{i},{json.dumps(t)}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    parquet_file = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": TEXTS}), parquet_file)
+    for source in (csv_file, parquet_file):
+        code, out, err = run(capsys, "embed", "--input", str(source), *emb)
+        assert code == 0, err
+        np.testing.assert_allclose(stdout_vectors(out), embedder.encode(TEXTS), rtol=0, atol=1e-6)
+
+
 def test_embed_writes_npy(capsys, emb, embedder, tmp_path):
     target = tmp_path / "out.npy"
     code, out, _ = run(capsys, "embed", *TEXTS, "--output", str(target), *emb)

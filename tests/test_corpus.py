@@ -252,7 +252,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
     return {
         "missing text field": ([no_text], "no text field 'text' (fields: _id, body)"),
         "text not a string on a later line": ([later], "later.jsonl:5: the text field 'text' is a int"),
-        "bad json": ([bad_json], "bad.jsonl:2: not JSON"),
+        "bad json": ([bad_json], "bad.jsonl:2: not valid JSON"),
         "csv without the column": ([no_column, "--text-field", "text"], "no text field 'text' (fields: id, body)"),
         "bad id": ([bad_id], "bad-id.jsonl:1: the id field 'id' must be"),
         "no rows": ([empty], "holds no texts"),

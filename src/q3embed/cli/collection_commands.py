@@ -21,23 +21,13 @@ from ..pipeline import Collections, ReaderOptions, UpsertReport, count_source, r
 from ..pipeline.search import MAX_TOP_K
 from ..store import COLLECTION_NAME_RULE, INDEX_KINDS, StoreConfig, default_store_dir, open_store
 from ..store.protocol import CollectionInfo
-from .common import PROG, add_model_flags, model_options, positive_int, subparser
+from .common import PROG, add_model_flags, model_options, non_negative_int, positive_int, subparser
 from .io import write_jsonl
 
 __all__ = ["add_index", "add_search", "add_collections"]
 
 ACTIONS = ("list", "describe", "drop", "delete")
 MAX_SKIPPED_SHOWN = 20
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _top_k(text: str) -> int:
@@ -77,7 +67,7 @@ def add_index(sub: Any) -> None:
     _add_collection_flag(p)
     p.add_argument("--chunk-size", type=positive_int, metavar="N",
                    help="tokens per chunk for a new collection (default: 512, at most the model's length)")
-    p.add_argument("--chunk-overlap", type=_non_negative_int, metavar="N",
+    p.add_argument("--chunk-overlap", type=non_negative_int, metavar="N",
                    help="tokens shared by neighbouring chunks, for a new collection (default: 64)")
     p.add_argument("--index", choices=INDEX_KINDS, help="vector index of a new collection: flat (exact, "
                    "the default) or hnsw (approximate, faster on millions of chunks)")

@@ -8,21 +8,31 @@ from typing import Any
 from ..engine import COMPILE_MODES, DEFAULT_MAX_BATCH_TOKENS, ModelOptions
 from .env import ENV_PREFIX
 
-__all__ = ["PROG", "DTYPES", "positive_int", "add_model_flags", "add_query_flags", "subparser", "model_options"]
+__all__ = ["PROG", "DTYPES", "positive_int", "non_negative_int", "add_model_flags", "add_query_flags", "subparser",
+           "model_options"]
 
 PROG = "q3embed"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (sizes, lengths and counts are never zero or negative)."""
+def _integer(text: str, minimum: int, rule: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (sizes, lengths and counts are never zero or negative)."""
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (an overlap may be none)."""
+    return _integer(text, 0, "0 or more")
 
 
 def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding") -> None:

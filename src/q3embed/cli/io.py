@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..errors import InputError
+from ..pipeline.records import RECORD_FORMATS, Record, read_records, record_format
 
 __all__ = [
     "RerankRequest",
@@ -28,6 +29,10 @@ __all__ = [
     "write_embeddings",
     "write_jsonl",
 ]
+
+
+JSONL_ONLY = {suffix: kind for suffix, kind in RECORD_FORMATS.items() if kind == "jsonl"}
+OUTPUT_SUFFIXES = (".npy", ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -50,61 +55,54 @@ def _read_text_file(path: Path) -> str:
         raise InputError(f"cannot read input file '{path}': {exc.strerror or exc}") from None
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(1-based line number, parsed value) for each non-blank line, so errors can cite the line."""
-    for number, line in enumerate(_read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+def _records(path: Path, formats: dict[str, str]) -> Iterator[Record]:
+    """The records of an input file, strictly (pipeline.records: a bad line names FILE:LINE)."""
+    if path.is_dir():
+        raise InputError(f"input file '{path}' is a directory")
+    if not path.exists() and path.suffix.lower() in formats:
+        raise InputError(f"input file '{path}' does not exist")
+    return read_records(path, record_format(path, formats))  # type: ignore[return-value]
 
 
-def _text_of(value: Any, path: Path, number: int) -> str:
-    """A .jsonl embedding line is a JSON string or an object with a string `text` field."""
+def _text_of(record: Record) -> str:
+    """An embedding record is a JSON string, or an object (a CSV/Parquet row) with a string `text` field."""
+    value = record.data
     if isinstance(value, dict):
         value = value.get("text")
         if not isinstance(value, str):
-            raise InputError(f'{path}:{number}: an object line needs a string "text" field')
+            raise InputError(f'{record.where}: a record needs a string "text" field')
     if not isinstance(value, str):
-        raise InputError(f'{path}:{number}: expected a JSON string or an object with a "text" field')
+        raise InputError(f'{record.where}: expected a JSON string or an object with a "text" field')
     return value
 
 
-def _check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in allowed:
-        raise InputError(f"{what} file '{path}' must end in {' or '.join(allowed)}, not '{suffix or '(none)'}'")
-    return suffix
-
-
 def read_texts(path: Path) -> list[str]:
-    """Texts to embed: .txt (one per non-blank line) or .jsonl (strings or {"text": ...} objects)."""
-    if _check_suffix(path, (".txt", ".jsonl"), "input") == ".txt":
+    """Texts to embed: .txt (one per non-blank line), or a record file (.jsonl strings or
+    {"text": ...} objects; .csv/.tsv/.parquet with a text column)."""
+    if path.suffix.lower() == ".txt":
         texts = [line for line in _read_text_file(path).splitlines() if line.strip()]
     else:
-        texts = [_text_of(value, path, number) for number, value in _json_lines(path)]
+        texts = [_text_of(record) for record in _records(path, RECORD_FORMATS)]
     if not texts:
         raise InputError(f"input file '{path}' holds no texts")
     return texts
 
 
-def _request_of(value: Any, path: Path, number: int) -> RerankRequest:
+def _request_of(record: Record) -> RerankRequest:
+    value = record.data
     if not isinstance(value, dict):
-        raise InputError(f'{path}:{number}: expected an object {{"query": ..., "documents": [...]}}')
+        raise InputError(f'{record.where}: expected an object {{"query": ..., "documents": [...]}}')
     query, documents = value.get("query"), value.get("documents")
     if not isinstance(query, str):
-        raise InputError(f'{path}:{number}: "query" must be a string')
+        raise InputError(f'{record.where}: "query" must be a string')
     if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
-        raise InputError(f'{path}:{number}: "documents" must be a non-empty list of strings')
+        raise InputError(f'{record.where}: "documents" must be a non-empty list of strings')
     return RerankRequest(query, documents)
 
 
 def read_rerank_requests(path: Path) -> list[RerankRequest]:
     """Rerank requests: .jsonl, one {"query": str, "documents": [str, ...]} object per line."""
-    _check_suffix(path, (".jsonl",), "rerank input")
-    requests = [_request_of(value, path, number) for number, value in _json_lines(path)]
+    requests = [_request_of(record) for record in _records(path, JSONL_ONLY)]
     if not requests:
         raise InputError(f"input file '{path}' holds no rerank requests")
     return requests
@@ -149,11 +147,18 @@ def _embedding_rows(vectors: np.ndarray) -> Iterator[dict[str, Any]]:
         yield {"index": index, "embedding": vector.tolist()}
 
 
+def _output_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"output file '{path}' must end in {' or '.join(OUTPUT_SUFFIXES)}, not '{suffix or '(none)'}'")
+    return suffix
+
+
 def check_output_path(path: Path | None) -> None:
     """Fail before the model loads and the texts are encoded, not after minutes of work."""
     if path is None:
         return
-    _check_suffix(path, (".npy", ".jsonl"), "output")
+    _output_suffix(path)
     if not path.parent.is_dir():
         raise InputError(f"cannot write output file '{path}': folder '{path.parent}' does not exist")
 
@@ -163,7 +168,7 @@ def write_embeddings(vectors: np.ndarray, path: Path | None) -> None:
     if path is None:
         write_jsonl(_embedding_rows(vectors))
         return
-    suffix = _check_suffix(path, (".npy", ".jsonl"), "output")
+    suffix = _output_suffix(path)
     try:
         if suffix == ".npy":
             with path.open("wb") as handle:  # a handle, so numpy cannot append a second .npy

@@ -23,7 +23,8 @@ __all__ = ["add_embed", "add_rerank", "add_similarity", "add_info"]
 def add_embed(sub: Any) -> None:
     p = subparser(sub, "embed", "embed texts into vectors",
                    "Embed texts given as arguments or read from --input FILE: .txt holds one text\n"
-                   'per non-blank line, .jsonl one JSON string or {"text": ...} object per line.\n'
+                   'per non-blank line, .jsonl one JSON string or {"text": ...} object per line,\n'
+                   ".csv/.tsv (with a header row) and .parquet a text column.\n"
                    'Output: JSON lines {"index": i, "embedding": [...]} on stdout, or --output FILE\n'
                    "(.npy: one float32 [N, d] array; .jsonl: the same lines). Vectors are float32,\n"
                    "unit length unless --no-normalize.",
@@ -33,7 +34,8 @@ def add_embed(sub: Any) -> None:
                    "  q3embed embed --input queries.jsonl --instruction 'Find the matching code' --output q.jsonl\n"
                    "  q3embed embed -- '-text that starts with a dash'")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
-    p.add_argument("--input", type=Path, metavar="FILE", help="read texts from a .txt or .jsonl file")
+    p.add_argument("--input", type=Path, metavar="FILE",
+                   help="read texts from a .txt, .jsonl, .csv, .tsv or .parquet file")
     p.add_argument("--output", type=Path, metavar="FILE",
                    help="write a float32 [N, d] .npy array or a .jsonl file instead of stdout")
     add_query_flags(p)

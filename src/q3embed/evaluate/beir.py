@@ -13,7 +13,6 @@ Ids are strings (a number in JSON becomes its decimal text), since qrels ids are
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, NotFoundError
+from ..pipeline.records import read_records, record_id
 
 __all__ = ["BeirDataset", "DatasetDefaults", "load_beir", "document_text", "dataset_defaults"]
 
@@ -98,12 +98,6 @@ def document_text(title: str, text: str) -> str:
     return (title + " " + text).strip()
 
 
-def _id(value: Any, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
-        raise InputError(f"{where}: '_id' must be a non-empty string, got {value!r}")
-    return str(value)
-
-
 def _field(row: dict[str, Any], key: str, where: str) -> str:
     value = row.get(key)
     if value is None:
@@ -114,21 +108,14 @@ def _field(row: dict[str, Any], key: str, where: str) -> str:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(FILE:LINE, object) per record, strictly: a bad line stops the load with its place."""
     if not path.is_file():
         raise NotFoundError(f"{path} does not exist: a BEIR dataset folder holds corpus.jsonl, "
                             "queries.jsonl and qrels/<split>.tsv")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
+    for record in read_records(path, "jsonl"):
+        if not isinstance(record.data, dict):
+            raise InputError(f"{record.where}: expected a JSON object, got {type(record.data).__name__}")
+        yield record.where, record.data
 
 
 def _read_corpus(path: Path) -> tuple[list[str], list[str]]:
@@ -136,7 +123,7 @@ def _read_corpus(path: Path) -> tuple[list[str], list[str]]:
     texts: list[str] = []
     seen: set[str] = set()
     for where, row in _jsonl(path):
-        doc_id = _id(row.get("_id"), where)
+        doc_id = record_id(row.get("_id"), where, "_id")
         if doc_id in seen:
             raise InputError(f"{where}: document id {doc_id!r} appears twice in the corpus")
         seen.add(doc_id)
@@ -148,7 +135,7 @@ def _read_corpus(path: Path) -> tuple[list[str], list[str]]:
 
 
 def _read_queries(path: Path) -> dict[str, str]:
-    return {_id(row.get("_id"), where): _field(row, "text", where) for where, row in _jsonl(path)}
+    return {record_id(row.get("_id"), where, "_id"): _field(row, "text", where) for where, row in _jsonl(path)}
 
 
 def _read_qrels(path: Path) -> dict[str, dict[str, int]]:

@@ -12,24 +12,18 @@ line or a non-UTF-8 byte stops the job with the place (FILE:LINE) and the reason
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from ..errors import InputError
+from .records import Position, Record, csv_header, read_records, record_format, record_id
 
-__all__ = ["CORPUS_FORMATS", "CorpusFields", "ShardStart", "CorpusPlan", "RowBlock", "corpus_format",
-           "plan_corpus", "read_shard"]
+__all__ = ["CorpusFields", "ShardStart", "CorpusPlan", "RowBlock", "plan_corpus", "read_shard"]
 
-CORPUS_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
-                  ".pq": "parquet"}
 AUTO_ID_FIELDS = ("_id", "id")  # BEIR's corpus.jsonl uses _id
 ROW_NUMBER = ""  # resolved id field meaning "the row number is the id"
-_PARQUET_BATCH_ROWS = 4096
+ShardStart = Position  # where a shard's first row starts
 
 
 @dataclass(frozen=True)
@@ -37,13 +31,6 @@ class CorpusFields:
     text_field: str = "text"
     id_field: str | None = None  # None: `_id` or `id` when the input has it, else the row number
     title_field: str | None = None  # joined in front of the text ("title text"), as BEIR does
-
-
-@dataclass(frozen=True)
-class ShardStart:
-    row: int  # index of the shard's first row in the input (blank lines are not rows)
-    offset: int = 0  # byte offset of that row in a JSONL/CSV file
-    line: int = 1  # its line number, for error messages
 
 
 @dataclass(frozen=True)
@@ -75,126 +62,17 @@ class RowBlock:
     texts: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Record:
-    row: int
-    offset: int
-    line: int
-    where: str  # FILE:LINE or FILE:row N
-    data: Any
-
-
-def corpus_format(path: Path) -> str:
-    kind = CORPUS_FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(f"input '{path}' must be a .jsonl, .ndjson, .csv, .tsv or .parquet file, "
-                         f"not '{path.suffix or '(no suffix)'}'")
-    if not path.is_file():
-        raise InputError(f"no such input file: {path}")
-    return kind
-
-
-# ---------------------------------------------------------------- records
-
-
-def _lines(handle: BinaryIO, offset: int, line: int, path: Path, position: list[int]) -> Iterator[str]:
-    """Decoded lines from `offset`; position[0] / position[1] track the next byte and line number."""
-    handle.seek(offset)
-    position[:] = [offset, line]
-    for raw in handle:
-        try:
-            text = raw.decode("utf-8-sig" if position[0] == 0 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}:{position[1]}: not UTF-8 text (byte {exc.start} of the line)") from None
-        position[0] += len(raw)
-        position[1] += 1
-        yield text
-
-
-def _jsonl_records(path: Path, start: ShardStart) -> Iterator[_Record]:
-    position = [0, 0]
-    row = start.row
-    with open(path, "rb") as handle:
-        lines = _lines(handle, start.offset, start.line, path, position)
-        while True:
-            offset, line = position if position[1] else (start.offset, start.line)
-            text = next(lines, None)
-            if text is None:
-                return
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except ValueError as exc:
-                raise InputError(f"{path}:{line}: not JSON: {exc}") from None
-            yield _Record(row, offset, line, f"{path.name}:{line}", data)
-            row += 1
-
-
-def _csv_header(path: Path, delimiter: str) -> tuple[tuple[str, ...], ShardStart]:
-    """The column names and where the first data row starts."""
-    position = [0, 0]
-    with open(path, "rb") as handle:
-        reader = csv.reader(_lines(handle, 0, 1, path, position), delimiter=delimiter)
-        header = next(reader, None)
-        if not header:
-            raise InputError(f"{path}: no header row (the first line must name the columns)")
-        return tuple(header), ShardStart(0, position[0], position[1])
-
-
-def _csv_records(path: Path, start: ShardStart, header: tuple[str, ...], delimiter: str) -> Iterator[_Record]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts in one cell are the point here
-    position = [0, 0]
-    row = start.row
-    with open(path, "rb") as handle:
-        # csv pulls lines only as it needs them, so `position` before next() is where a record starts
-        reader = csv.reader(_lines(handle, start.offset, start.line, path, position), delimiter=delimiter)
-        while True:
-            offset, line = position if position[1] else (start.offset, start.line)
-            try:
-                cells = next(reader, None)
-            except csv.Error as exc:
-                raise InputError(f"{path}:{line}: not valid CSV: {exc}") from None
-            if cells is None:
-                return
-            if not cells:  # a blank line is not a row
-                continue
-            yield _Record(row, offset, line, f"{path.name}:{line}", dict(zip(header, cells)))
-            row += 1
-
-
-def _parquet_records(path: Path, start: ShardStart, columns: list[str]) -> Iterator[_Record]:
-    import pyarrow.parquet as pq
-
-    handle = pq.ParquetFile(path)
-    metadata = handle.metadata
-    first_row, group = 0, 0
-    while group < metadata.num_row_groups and first_row + metadata.row_group(group).num_rows <= start.row:
-        first_row += metadata.row_group(group).num_rows  # skip whole row groups before the shard
-        group += 1
-    groups = list(range(group, metadata.num_row_groups))
-    row = first_row
-    for batch in handle.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=groups, columns=columns):
-        for data in batch.to_pylist():
-            if row >= start.row:
-                yield _Record(row, row, row + 1, f"{path.name}:row {row}", data)
-            row += 1
-
-
-def _records(plan: CorpusPlan, start: ShardStart) -> Iterator[_Record]:
-    if plan.format == "jsonl":
-        return _jsonl_records(plan.path, start)
-    if plan.format == "parquet":
-        fields = plan.fields
-        columns = [c for c in (fields.text_field, fields.id_field, fields.title_field) if c]
-        return _parquet_records(plan.path, start, columns)
-    return _csv_records(plan.path, start, plan.header, _delimiter(plan.format))
+def _records(plan: CorpusPlan, start: ShardStart) -> Iterator[Record]:
+    fields = plan.fields
+    columns = [c for c in (fields.text_field, fields.id_field, fields.title_field) if c]
+    return read_records(plan.path, plan.format, start=start, header=plan.header or None,  # type: ignore[return-value]
+                        columns=columns if plan.format == "parquet" else None)
 
 
 # ---------------------------------------------------------------- rows
 
 
-def _row(record: _Record, fields: CorpusFields) -> tuple[str, str]:
+def _row(record: Record, fields: CorpusFields) -> tuple[str, str]:
     """(id, text) of one record; text "" means left out."""
     data = record.data
     if not isinstance(data, dict):
@@ -209,15 +87,11 @@ def _row(record: _Record, fields: CorpusFields) -> tuple[str, str]:
         text = f"{title} {text}"
     if fields.id_field == ROW_NUMBER:
         return str(record.row), text.strip() and text
-    raw_id = data.get(fields.id_field)
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
-        raise InputError(f"{record.where}: the id field {fields.id_field!r} must be a non-empty string or an "
-                         f"integer, got {raw_id!r} (choose the field with --id-field)")
-    return str(raw_id), text.strip() and text
-
-
-def _delimiter(kind: str) -> str:
-    return "\t" if kind == "tsv" else ","
+    try:
+        doc_id = record_id(data.get(fields.id_field), record.where, str(fields.id_field))
+    except InputError as exc:
+        raise InputError(f"{exc} (choose the field with --id-field)") from None
+    return doc_id, text.strip() and text
 
 
 def _schema(path: Path, kind: str) -> tuple[tuple[str, ...], tuple[str, ...], ShardStart]:
@@ -227,9 +101,9 @@ def _schema(path: Path, kind: str) -> tuple[tuple[str, ...], tuple[str, ...], Sh
 
         return tuple(pq.ParquetFile(path).schema_arrow.names), (), ShardStart(0)
     if kind in ("csv", "tsv"):
-        header, start = _csv_header(path, _delimiter(kind))
+        header, start = csv_header(path, kind)
         return header, header, start
-    first = next(_jsonl_records(path, ShardStart(0)), None)
+    first = next(read_records(path, kind), None)
     columns = tuple(first.data) if first is not None and isinstance(first.data, dict) else ()
     return columns, (), ShardStart(0)
 
@@ -250,13 +124,13 @@ def _resolve_fields(path: Path, fields: CorpusFields, columns: tuple[str, ...], 
 def plan_corpus(path: str | Path, fields: CorpusFields, shard_size: int) -> CorpusPlan:
     """Read the whole input once (checking every row) and note where each shard starts."""
     source = Path(path).expanduser().resolve()
-    kind = corpus_format(source)
+    kind = record_format(source)
     columns, header, start = _schema(source, kind)
     plan = CorpusPlan(source, kind, _resolve_fields(source, fields, columns, kind), shard_size, 0, [], [], header)
     rows = 0
     for record in _records(plan, start):
         if record.row % shard_size == 0:
-            plan.starts.append(ShardStart(record.row, record.offset, record.line))
+            plan.starts.append(record.position)
             plan.kept.append(0)
         plan.kept[-1] += bool(_row(record, plan.fields)[1])
         rows += 1

@@ -6,28 +6,30 @@
     file.jsonl         one JSON object per line: the text field, an optional id field, and every
                        other field as metadata; without an id field the id is "file.jsonl:LINE"
     file.csv|tsv       a header row, then the same as JSONL (values are strings)
+    file.parquet       the same as JSONL, one row a record
 
-Nothing here raises on bad content: unreadable, binary, non-UTF-8 or empty files and bad records
-come back as `Skipped(source, reason)` so that an ingest can list them and go on.
+Record files are read by pipeline.records in its lenient mode: nothing here raises on bad
+content. Unreadable, binary, non-UTF-8 or empty files and bad records come back as
+`Skipped(source, reason)` so that an ingest can list them and go on.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Document", "Skipped", "ReaderOptions", "read_source", "count_source", "html_to_text",
-           "TEXT_SUFFIXES", "RECORD_SUFFIXES"]
+from ..errors import InputError
+from .records import RECORD_FORMATS, Record, Skipped, csv_header, read_records, record_id
 
+__all__ = ["Document", "Skipped", "ReaderOptions", "read_source", "count_source", "html_to_text",
+           "TEXT_SUFFIXES"]
+
+# Files that are one document each; record files are pipeline.records' RECORD_FORMATS.
 TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
-RECORD_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 _SNIFF_BYTES = 8192
 
 
@@ -36,12 +38,6 @@ class Document:
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    source: str  # a file, or file:line for one record
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ def read_source(path: str | Path, options: ReaderOptions = ReaderOptions()) -> I
             yield _read_text_file(file, file.relative_to(root).as_posix())
     elif not root.exists():
         yield Skipped(str(root), "no such file or folder")
-    elif root.suffix.lower() in RECORD_SUFFIXES:
+    elif root.suffix.lower() in RECORD_FORMATS:
         yield from _read_records(root, options)
     else:
         yield _read_text_file(root, root.name)
@@ -71,15 +67,10 @@ def count_source(path: str | Path) -> int | None:
     try:
         if root.is_dir():
             return sum(1 for _ in _folder_files(root))
-        kind = RECORD_SUFFIXES.get(root.suffix.lower())
-        if kind == "jsonl":
-            with open(root, "rb") as f:
-                return sum(1 for line in f if line.strip())
-        if kind in ("csv", "tsv"):
-            with open(root, encoding="utf-8-sig", errors="replace", newline="") as f:
-                return max(0, sum(1 for _ in csv.reader(f, delimiter="\t" if kind == "tsv" else ",")) - 1)
+        if root.suffix.lower() in RECORD_FORMATS:
+            return sum(1 for _ in read_records(root, strict=False))
         return 1
-    except (OSError, csv.Error):
+    except (OSError, InputError):
         return None
 
 
@@ -125,22 +116,21 @@ def _read_text_file(file: Path, doc_id: str) -> Document | Skipped:
     return Document(doc_id, text, metadata)
 
 
-def _record_document(record: Any, where: str, options: ReaderOptions) -> Document | Skipped:
-    if not isinstance(record, dict):
-        return Skipped(where, f"a record must be a JSON object, not {type(record).__name__}")
-    text = record.get(options.text_field)
+def _record_document(record: Record, options: ReaderOptions) -> Document | Skipped:
+    data = record.data
+    if not isinstance(data, dict):
+        return Skipped(record.where, f"a record must be a JSON object, not {type(data).__name__}")
+    text = data.get(options.text_field)
     if not isinstance(text, str) or not text.strip():
-        return Skipped(where, f"no text in field {options.text_field!r}")
-    raw_id = record.get(options.id_field)
-    if raw_id is None or raw_id == "":
-        doc_id = where
-    elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
-        doc_id = str(raw_id)
-    else:
-        return Skipped(where, f"id field {options.id_field!r} must be a string or an integer")
+        return Skipped(record.where, f"no text in field {options.text_field!r}")
+    raw_id = data.get(options.id_field)
+    try:
+        doc_id = record.default_id if raw_id is None or raw_id == "" else record_id(raw_id, "", options.id_field)
+    except InputError as exc:
+        return Skipped(record.where, str(exc).removeprefix(": "))
     skip = {options.text_field, options.id_field}
     wanted = options.metadata_fields
-    metadata = {k: v for k, v in record.items() if k not in skip and (wanted is None or k in wanted)}
+    metadata = {k: v for k, v in data.items() if k not in skip and (wanted is None or k in wanted)}
     return Document(doc_id, text, metadata)
 
 
@@ -151,44 +141,21 @@ def _read_records(file: Path, options: ReaderOptions) -> Iterator[Document | Ski
     except OSError as exc:
         yield Skipped(str(file), f"unreadable: {exc.strerror or exc}")
         return
-    if b"\x00" in head:
+    kind = RECORD_FORMATS[file.suffix.lower()]
+    if kind != "parquet" and b"\x00" in head:
         yield Skipped(str(file), "binary file")
         return
-    kind = RECORD_SUFFIXES[file.suffix.lower()]
-    try:
-        with open(file, encoding="utf-8-sig", newline="") as f:
-            yield from (_jsonl_records(f, file, options) if kind == "jsonl" else _csv_records(f, file, kind, options))
-    except UnicodeDecodeError as exc:
-        yield Skipped(str(file), f"not UTF-8 text (byte {exc.start} of a block); stopped reading")
-    except (OSError, csv.Error) as exc:
-        yield Skipped(str(file), f"unreadable: {exc}")
-
-
-def _jsonl_records(f: Any, file: Path, options: ReaderOptions) -> Iterator[Document | Skipped]:
-    for number, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        where = f"{file.name}:{number}"
+    if kind in ("csv", "tsv"):
         try:
-            record = json.loads(line)
-        except ValueError as exc:
-            yield Skipped(f"{file}:{number}", f"not JSON: {exc}")
-            continue
-        item = _record_document(record, where, options)
-        yield Skipped(f"{file}:{number}", item.reason) if isinstance(item, Skipped) else item
-
-
-def _csv_records(f: Any, file: Path, kind: str, options: ReaderOptions) -> Iterator[Document | Skipped]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts in one cell are the point here
-    reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
-    if options.text_field not in (reader.fieldnames or []):
-        columns = ", ".join(reader.fieldnames or []) or "none"
-        yield Skipped(str(file), f"no {options.text_field!r} column (columns: {columns})")
-        return
-    for number, row in enumerate(reader, start=2):  # line 1 is the header
-        row.pop(None, None)  # extra cells beyond the header
-        item = _record_document(row, f"{file.name}:{number}", options)
-        yield Skipped(f"{file}:{number}", item.reason) if isinstance(item, Skipped) else item
+            columns = csv_header(file, kind)[0]
+        except InputError as exc:
+            yield Skipped(str(file), str(exc).removeprefix(f"{file}: "))
+            return
+        if options.text_field not in columns:
+            yield Skipped(str(file), f"no {options.text_field!r} column (columns: {', '.join(columns) or 'none'})")
+            return
+    for item in read_records(file, kind, strict=False):
+        yield item if isinstance(item, Skipped) else _record_document(item, options)
 
 
 # ---------------------------------------------------------------- HTML
