@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from q3embed import Embedder, Reranker
-from q3embed.engine.batch import pack, plan_batches, shared_prefix_length
+from q3embed.engine.batch import pack, shared_prefix_length
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
 
@@ -32,16 +32,6 @@ def test_reranker_scores_do_not_depend_on_batching(tiny_reranker_dir):
     np.testing.assert_allclose(small.score(QUERIES[0], DOCUMENTS), together, atol=1e-6)
     for index, doc in enumerate(DOCUMENTS):
         assert big.score(QUERIES[0], [doc])[0] == pytest.approx(together[index], abs=1e-6)
-
-
-def test_plan_batches_respects_the_budget_and_covers_every_item():
-    lengths = [5, 100, 30, 30, 7, 250, 1]
-    batches = plan_batches(lengths, max_tokens=64)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) == 1 or sum(lengths[i] for i in batch) <= 64
-    # Longest first: the costliest work is never left for last.
-    assert batches[0] == [5]
 
 
 def test_pack_restarts_positions_for_each_sequence():

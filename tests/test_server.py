@@ -36,6 +36,7 @@ class GatedEmbed:
         self.entered = threading.Event()
         self.calls = 0
         self.seen: list[tuple[int, ...]] = []
+        self.batch_of: list[int] = []  # for each sequence in `seen`, the call (1, 2, ...) that computed it
         self.fail_token: int | None = None
 
     def __call__(self, sequences):
@@ -43,6 +44,7 @@ class GatedEmbed:
         assert self.open.wait(60), "the test never opened the gate"
         self.calls += 1
         self.seen.extend(tuple(s) for s in sequences)
+        self.batch_of.extend([self.calls] * len(sequences))
         if self.fail_token is not None and any(self.fail_token in s for s in sequences):
             raise RuntimeError("injected fault")
         return self.embed(sequences)
@@ -59,9 +61,12 @@ def short_reranker(tiny_reranker_dir) -> Reranker:
 
 
 def _engine(embedder, reranker, **limits) -> tuple[Engine, GatedEmbed]:
-    engine = Engine(embedder, reranker, QueueLimits(**limits) if limits else None)
     gate = GatedEmbed(embedder.forward)
-    engine._worker._forward = gate  # the test's seam into the worker: the one model call it makes
+    embedder.forward = gate  # the one model call the engine's worker makes, wrapped for this engine only
+    try:
+        engine = Engine(embedder, reranker, QueueLimits(**limits) if limits else None)
+    finally:
+        del embedder.forward  # the shared embedder's own calls stay direct
     return engine, gate
 
 
@@ -185,7 +190,7 @@ def test_cohere_rerank_shape_and_scores(url, short_reranker):
     assert [r["index"] for r in body["results"]] == [r.index for r in expected[:3]]
     _close([r["relevance_score"] for r in body["results"]], [r.score for r in expected[:3]])
     assert body["results"][0]["document"] == {"text": DOCS[expected[0].index]}
-    tokens = sum(len(t) for t in short_reranker.tokenize(query, DOCS))
+    tokens = short_reranker.tokenize(query, DOCS).tokens
     assert body["usage"]["total_tokens"] == tokens and body["model"] == short_reranker.info.name
     v2 = _post(url, "/v2/rerank", {"query": query, "documents": DOCS}).json()
     assert "document" not in v2["results"][0] and len(v2["results"]) == len(DOCS)
@@ -263,7 +268,7 @@ def test_32_concurrent_clients_are_batched_and_each_gets_its_own_answer(served, 
         blocker = pool.submit(_post, url, "/v1/embeddings", {"input": "hold the worker"})
         _wait(gate.entered.is_set, "the worker to take the first request")
         answers = [pool.submit(_post, url, "/v1/embeddings", {"input": t}) for t in texts]
-        _wait(lambda: engine.queued_requests == 32, "32 queued requests")
+        _wait(lambda: engine.queued_requests == 33, "32 queued requests behind the blocker")
         gate.open.set()
         assert blocker.result().status_code == 200
         for client_texts, answer in zip(texts, answers, strict=True):
@@ -288,7 +293,7 @@ def test_a_disconnected_client_has_its_queued_work_dropped(served, short_embedde
         _wait(gate.entered.is_set, "the worker to take the first request")
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url + "/v1/embeddings", json={"input": "abandoned text"}, timeout=0.5)
-        _wait(lambda: engine.queued_requests == 0, "the abandoned job to leave the queue")
+        _wait(lambda: engine.queued_requests == 1, "the abandoned job to leave the queue")
         gate.open.set()
         assert blocker.result().status_code == 200
     abandoned = tuple(short_embedder.tokenize(["abandoned text"])[0])
@@ -297,13 +302,13 @@ def test_a_disconnected_client_has_its_queued_work_dropped(served, short_embedde
 
 
 def test_a_full_queue_answers_429_with_retry_after(short_embedder):
-    engine, gate = _engine(short_embedder, None, max_queued_requests=2)
+    engine, gate = _engine(short_embedder, None, max_queued_requests=3)  # the one in progress counts too
     gate.open.clear()
     with running_server(create_app(engine)) as url, ThreadPoolExecutor(4) as pool:
         running = pool.submit(_post, url, "/v1/embeddings", {"input": "in progress"})
         _wait(gate.entered.is_set, "the worker to take the first request")
         queued = [pool.submit(_post, url, "/v1/embeddings", {"input": f"queued {i}"}) for i in range(2)]
-        _wait(lambda: engine.queued_requests == 2, "a full queue")
+        _wait(lambda: engine.queued_requests == 3, "a full queue")
         refused = _post(url, "/v1/embeddings", {"input": "one too many"})
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["type"] == "rate_limit_error"

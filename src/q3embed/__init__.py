@@ -13,6 +13,7 @@ from .errors import (
     NotFoundError,
     OverloadedError,
     Q3EmbedError,
+    RequestTooLargeError,
     UnsupportedError,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConflictError",
     "OverloadedError",
     "UnsupportedError",
+    "RequestTooLargeError",
     "EngineStopped",
     "EngineFailure",
     "ClientDisconnected",

@@ -3,6 +3,7 @@
     Q3EmbedError
     │  the caller's mistakes (the message says how to fix them)
     ├── InputError            bad texts or arguments (empty, wrong type, too long, bad dimensions)
+    │   └── RequestTooLargeError  one request over a size limit (tokens, items, bytes): split it
     ├── ModelNotFoundError    a model id or path that cannot be found or downloaded
     ├── CheckpointError       a model directory that exists but cannot be loaded
     ├── ConfigurationError    an option value that makes no sense (dtype, device, max length)
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "Q3EmbedError",
     "InputError",
+    "RequestTooLargeError",
     "ModelNotFoundError",
     "CheckpointError",
     "ConfigurationError",
@@ -44,6 +46,10 @@ class Q3EmbedError(Exception):
 
 class InputError(Q3EmbedError, ValueError):
     """The texts or arguments given to encode/score are not usable."""
+
+
+class RequestTooLargeError(InputError):
+    """One request is over a size limit of the service (its message names the limit and its flag)."""
 
 
 class ModelNotFoundError(Q3EmbedError, FileNotFoundError):

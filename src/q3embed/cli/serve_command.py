@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine import EngineOptions
+from ..engine import DEFAULT_MAX_REQUEST_TOKENS, EngineOptions
 from ..errors import InputError
 from .common import add_model_flags, model_options, positive_int, subparser
 from .corpus_command import add_ray_flag, ray_address
@@ -41,6 +41,9 @@ def add_serve(sub: Any) -> None:
                    help="requests that may wait for the model before new ones get 429 (default: 256)")
     p.add_argument("--max-queued-tokens", type=positive_int, default=262_144, metavar="N",
                    help="tokens that may wait for the model before new requests get 429 (default: 262144)")
+    p.add_argument("--max-request-tokens", type=positive_int, default=DEFAULT_MAX_REQUEST_TOKENS, metavar="N",
+                   help="tokens one request may hold (inputs x their tokens); larger ones get 413. Requests are "
+                   f"computed batch by batch, interleaved with other clients' (default: {DEFAULT_MAX_REQUEST_TOKENS})")
     p.add_argument("--max-items-per-request", type=positive_int, default=2048, metavar="N",
                    help="inputs per embeddings request (default: 2048)")
     p.add_argument("--max-body-bytes", type=positive_int, default=16 * 1024 * 1024, metavar="N",
@@ -76,7 +79,9 @@ def server_config(args: argparse.Namespace) -> Any:
 
     engine = EngineOptions(model_options(args), reranker=None if args.no_reranker else args.reranker,
                            max_queued_requests=args.max_queued_requests,
-                           max_queued_tokens=max(args.max_queued_tokens, args.max_batch_tokens))
+                           max_queued_tokens=max(args.max_queued_tokens, args.max_batch_tokens,
+                                                 args.max_request_tokens),
+                           max_request_tokens=args.max_request_tokens)
     return ServerConfig(engine=engine, host=args.host, port=args.port, api_keys=_split(args.api_key),
                         served_model_names=_split(args.served_model_name),
                         max_items_per_request=args.max_items_per_request, max_body_bytes=args.max_body_bytes,

@@ -1,4 +1,5 @@
-"""Token-budget batches and packed (unpadded) tensors."""
+"""Packed (unpadded) tensors, and the prefix a batch of sequences shares (batches themselves are
+chosen by jobs.Scheduler)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["plan_batches", "pack", "shared_prefix_length"]
-
-
-def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Group item indices into batches of at most `max_tokens` tokens, longest first.
-
-    Sorting by length keeps similar lengths together (for padded backends) and puts the
-    costliest work first; an item longer than the budget gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for index in order:
-        if current and used + lengths[index] > max_tokens:
-            batches.append(current)
-            current, used = [], 0
-        current.append(index)
-        used += lengths[index]
-    if current:
-        batches.append(current)
-    return batches
+__all__ = ["pack", "shared_prefix_length"]
 
 
 def pack(

@@ -3,8 +3,8 @@
 Every embedding, whichever caller asks, takes the same three steps:
 
     prepare   check the texts, apply the query prompt, tokenize     (the caller's thread)
-    run       packed batches under the token budget, scattered back  (jobs.run_embed_jobs: inline
-                                                                     here, on the worker in Engine)
+    run       packed batches under the token budget, scattered back  (jobs.Scheduler: inline here,
+                                                                     on the worker in Engine)
     finish    Matryoshka slice, then L2-normalise                    (model.heads.matryoshka)
 """
 
@@ -22,7 +22,7 @@ from ..model.heads import matryoshka
 from .backend import EmbeddingBackend, ModelInfo, TokenSpan, load_embedding_backend
 from .device import place
 from .inputs import check_dimensions, check_text, check_texts
-from .jobs import EmbedJob, run_embed_jobs
+from .jobs import EmbedJob, run_jobs
 from .options import ModelOptions, model_options
 
 __all__ = ["Embedder", "PreparedEmbedding", "similarity"]
@@ -96,7 +96,7 @@ class Embedder:
     def run(self, token_lists: Sequence[Sequence[int]]) -> Tensor:
         """Token id lists -> pooled fp32 vectors [n, hidden] on CPU, in order, on this thread."""
         job = EmbedJob(token_lists)
-        run_embed_jobs([job], self.forward, self.max_batch_tokens)
+        run_jobs([job], self.forward, self.max_batch_tokens)
         return job.future.result()
 
     @staticmethod

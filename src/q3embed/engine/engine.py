@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigurationError, NotFoundError
 from .backend import ModelInfo, TokenSpan
 from .embedder import Embedder
-from .jobs import BatchObserver, EmbedJob, RerankJob
+from .jobs import BatchObserver, EmbedJob
 from .options import EngineOptions, QueueLimits
 from .reranker import Reranker
 from .worker import EngineWorker
@@ -55,6 +55,9 @@ class Engine:
     def load(cls, options: EngineOptions, observer: BatchObserver | None = None) -> "Engine":
         if options.max_queued_requests < 1 or options.max_queued_tokens < options.models.max_batch_tokens:
             raise ConfigurationError("the queue must hold at least one request and one full batch of tokens")
+        if not 1 <= options.max_request_tokens <= options.max_queued_tokens:
+            raise ConfigurationError(f"max_request_tokens ({options.max_request_tokens}) must be from 1 to "
+                                     f"max_queued_tokens ({options.max_queued_tokens}): a larger one could never run")
         embedder = Embedder(options.models)
         reranker = Reranker(options.models.with_model(options.reranker)) if options.reranker else None
         return cls(embedder, reranker, options.limits, observer)
@@ -127,12 +130,10 @@ class Engine:
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                      truncate: bool = True) -> Scores:
         reranker = self._require_reranker()
-        token_lists = await asyncio.to_thread(reranker.tokenize, query, documents, instruction=instruction,
-                                              truncate=truncate)
-        tokens = sum(len(ids) for ids in token_lists)
-        job = RerankJob(run=lambda: reranker.score_tokens(token_lists), tokens=tokens)
-        scores = await asyncio.wrap_future(self._worker.submit(job))
-        return Scores(list(scores), tokens)  # type: ignore[call-overload]
+        prepared = await asyncio.to_thread(reranker.tokenize, query, documents, instruction=instruction,
+                                           truncate=truncate)
+        scores = await asyncio.wrap_future(self._worker.submit(reranker.job(prepared)))
+        return Scores(list(scores), prepared.tokens)
 
     def _require_reranker(self) -> Reranker:
         if self._reranker is None:

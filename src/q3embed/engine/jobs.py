@@ -1,10 +1,18 @@
-"""Units of model work and the one place that batches and scatters them.
+"""Units of model work and the one place that batches and scatters them: the `Scheduler`.
 
-An `EmbedJob` is one request's token id lists; `run_embed_jobs` plans the sequences of several
-jobs together into packed batches under the token budget, runs each batch once, and hands every
-job exactly its own rows. The engine's worker thread calls it for each window of queued jobs;
-`Embedder.encode` calls it for its single job on the caller's thread. Either way a batch that
-fails fails only the jobs it held, and every job's future completes.
+A job is one request's token id lists: an `EmbedJob` (pooled vectors back) or a `RerankJob`
+(scores back). The scheduler holds the jobs in progress and runs one packed batch per `step`:
+
+- **Fair**: the job that has been served the fewest tokens goes first (least attained service),
+  so a short request that arrives behind a long one waits about one batch, not the long one's
+  whole run; embedding jobs share batches, the rest of a batch is filled from the next jobs.
+- **Cancellable**: a job whose future was cancelled (its client left) is dropped before the
+  next batch; none of its remaining sequences is computed.
+- **Isolated**: a batch that raises fails only the jobs it held; every future completes.
+
+The engine's worker thread drives one scheduler for all callers; `Embedder.run` and
+`Reranker.score_tokens` drive one inline for their single job. A rerank job's batches hold only
+its own pairs: they continue the request's shared prefix (prefill once, keys and values reused).
 """
 
 from __future__ import annotations
@@ -12,18 +20,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ..errors import EngineFailure, Q3EmbedError
-from .batch import plan_batches
 
-__all__ = ["BatchObserver", "EmbedJob", "Forward", "NULL_OBSERVER", "RerankJob", "run_embed_jobs",
-           "run_rerank_job"]
+__all__ = ["BatchObserver", "EmbedJob", "Forward", "NULL_OBSERVER", "RerankJob", "RerankBatches", "Scheduler",
+           "run_jobs"]
 
 log = logging.getLogger("q3embed")
 
@@ -44,25 +51,86 @@ class _NullObserver:
 NULL_OBSERVER: BatchObserver = _NullObserver()
 
 
+class RerankBatches(Protocol):
+    """How a reranker scores one request in several batches (engine/reranker.py implements it)."""
+
+    def start(self, prepared: Any) -> tuple[Any, list[int]]:
+        """Work shared by all pairs (the prefix's keys and values): the state `score` takes, and
+        the tokens each pair still costs."""
+        ...
+
+    def score(self, state: Any, indices: Sequence[int]) -> list[float]:
+        """Scores of the pairs `indices`, in that order."""
+        ...
+
+
 @dataclass(eq=False)
-class EmbedJob:
+class _Job:
+    sequences: Sequence[Sequence[int]]
+    future: Future = field(default_factory=Future)
+    tokens: int = field(default=0, init=False)  # what the request costs, fixed (the queue counts it)
+    lengths: list[int] = field(init=False)  # what each sequence still costs to compute
+    served: int = field(default=0, init=False)  # tokens computed so far (the fairness key)
+    pending: list[int] = field(init=False)  # indices not computed yet, longest first
+
+    def __post_init__(self) -> None:
+        self.lengths = [len(s) for s in self.sequences]
+        self.tokens = sum(self.lengths)
+        self.pending = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
+
+    def take(self, room: int, alone: bool) -> list[int]:
+        """Pending indices whose sequences fit in `room` tokens, longest first; when `alone` (an
+        empty batch), at least one, so a sequence longer than the budget gets a batch of its own."""
+        picked, used = [], 0
+        for index in self.pending:
+            length = self.lengths[index]
+            if used + length <= room or (alone and not picked):
+                picked.append(index)
+                used += length
+        taken = set(picked)
+        self.pending = [i for i in self.pending if i not in taken]
+        return picked
+
+
+@dataclass(eq=False)
+class EmbedJob(_Job):
     """Token id lists of one request -> pooled fp32 vectors [n, hidden] on the CPU, in the same order."""
 
-    sequences: Sequence[Sequence[int]]
-    future: Future[Tensor] = field(default_factory=Future)
+    output: Tensor | None = field(default=None, init=False)
 
-    @property
-    def tokens(self) -> int:
-        return sum(len(s) for s in self.sequences)
+    def store(self, indices: Sequence[int], rows: Tensor) -> None:
+        if self.output is None:
+            self.output = torch.empty(len(self.sequences), rows.shape[1])
+        self.output[list(indices)] = rows
+
+    def result(self) -> Tensor:
+        return self.output
 
 
 @dataclass(eq=False)
-class RerankJob:
-    """One rerank request, run as a unit so its documents share the query's keys/values."""
+class RerankJob(_Job):
+    """One rerank request -> one score per pair, in order; its batches share the request's prefix.
 
-    run: Callable[[], object]  # the scoring call, made on the worker thread
-    tokens: int
-    future: Future[object] = field(default_factory=Future)
+    `sequences` are the pairs' token ids; `prepared` is what the scorer's tokenizer returned
+    (engine/reranker.py PreparedRerank), handed to `scorer.start`."""
+
+    scorer: RerankBatches | None = None
+    prepared: Any = None
+    state: Any = field(default=None, init=False)
+    started: bool = field(default=False, init=False)
+    scores: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.scores = [0.0] * len(self.sequences)
+        if self.prepared is not None:
+            self.tokens = self.prepared.tokens
+
+    def result(self) -> list[float]:
+        return self.scores
+
+
+Job = EmbedJob | RerankJob
 
 
 def _failure(exc: Exception) -> Exception:
@@ -75,45 +143,120 @@ def _failure(exc: Exception) -> Exception:
     return failure
 
 
-def run_rerank_job(job: RerankJob, observer: BatchObserver = NULL_OBSERVER) -> None:
-    started = time.perf_counter()
+def _settle(job: Job, error: Exception | None = None) -> None:
+    """Complete a job's future, unless its caller cancelled it meanwhile."""
     try:
-        result = job.run()
-    except Exception as exc:
-        job.future.set_exception(_failure(exc))
-        return
-    observer.batch_done(1, job.tokens, time.perf_counter() - started)
-    job.future.set_result(result)
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(job.result())
+    except InvalidStateError:  # cancelled between the last check and now: nobody is waiting
+        pass
 
 
-def run_embed_jobs(jobs: Sequence[EmbedJob], forward: Forward, max_batch_tokens: int,
-                   observer: BatchObserver = NULL_OBSERVER) -> None:
-    """All sequences of `jobs` planned together; each future gets its own rows [n, hidden] or the
-    failure of a batch it had a sequence in."""
-    owners = [(j, i) for j, job in enumerate(jobs) for i in range(len(job.sequences))]
-    sequences = [jobs[j].sequences[i] for j, i in owners]
-    outputs = [torch.empty(len(job.sequences), 0) for job in jobs]  # widened on the first batch
-    failed: dict[int, Exception] = {}
-    for batch in plan_batches([len(s) for s in sequences], max_batch_tokens):
-        batch = [k for k in batch if owners[k][0] not in failed]  # a failed job's other batches are skipped
-        if not batch:
-            continue
+class Scheduler:
+    """The jobs in progress, one batch per `step` (not thread-safe: one thread drives it)."""
+
+    def __init__(self, forward: Forward, max_batch_tokens: int, observer: BatchObserver = NULL_OBSERVER) -> None:
+        self.forward = forward
+        self.max_batch_tokens = max_batch_tokens
+        self.observer = observer
+        self.jobs: list[Job] = []  # in arrival order
+        self.finished: list[Job] = []  # settled or dropped since the caller last looked (see take_finished)
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    def take_finished(self) -> list[Job]:
+        done, self.finished = self.finished, []
+        return done
+
+    def step(self) -> bool:
+        """Drop cancelled jobs, run one batch, settle the jobs it completed; False when idle."""
+        for job in [j for j in self.jobs if j.future.cancelled()]:
+            self._remove(job)
+        if not self.jobs:
+            return False
+        first = min(self.jobs, key=lambda j: j.served)  # min keeps arrival order among equals
+        if isinstance(first, RerankJob):
+            self._run_rerank(first)
+        else:
+            self._run_embeds(self._embed_batch(first))
+        return bool(self.jobs)
+
+    def fail_all(self, error: Exception) -> None:
+        for job in list(self.jobs):
+            self._remove(job, error)
+
+    # ------------------------------------------------------------------ one batch
+
+    def _embed_batch(self, first: EmbedJob) -> list[tuple[EmbedJob, list[int]]]:
+        """The least-served embedding job's sequences first, the room left filled by the next jobs."""
+        picks, used = [], 0
+        order = [first] + sorted((j for j in self.jobs if isinstance(j, EmbedJob) and j is not first),
+                                 key=lambda j: j.served)
+        for job in order:
+            taken = job.take(self.max_batch_tokens - used, alone=not picks)
+            if taken:
+                picks.append((job, taken))
+                used += sum(job.lengths[i] for i in taken)
+            if used >= self.max_batch_tokens:
+                break
+        return picks
+
+    def _run_embeds(self, picks: list[tuple[EmbedJob, list[int]]]) -> None:
+        sequences = [job.sequences[i] for job, taken in picks for i in taken]
         started = time.perf_counter()
         try:
             with torch.inference_mode():
-                pooled = forward([sequences[k] for k in batch]).to("cpu", torch.float32)  # [b, hidden]
+                pooled = self.forward(sequences).to("cpu", torch.float32)  # [b, hidden]
         except Exception as exc:
-            for k in batch:
-                failed.setdefault(owners[k][0], _failure(exc))
-            continue
-        observer.batch_done(len(batch), sum(len(sequences[k]) for k in batch), time.perf_counter() - started)
-        for row, k in enumerate(batch):
-            j, i = owners[k]
-            if outputs[j].shape[1] != pooled.shape[1]:
-                outputs[j] = torch.empty(len(jobs[j].sequences), pooled.shape[1])
-            outputs[j][i] = pooled[row]
-    for j, job in enumerate(jobs):
-        if j in failed:
-            job.future.set_exception(failed[j])
-        else:
-            job.future.set_result(outputs[j])
+            for job, _ in picks:
+                self._remove(job, _failure(exc))
+            return
+        tokens = sum(len(s) for s in sequences)
+        self.observer.batch_done(len(sequences), tokens, time.perf_counter() - started)
+        row = 0
+        for job, taken in picks:
+            job.store(taken, pooled[row:row + len(taken)])
+            job.served += sum(job.lengths[i] for i in taken)
+            row += len(taken)
+            if not job.pending:
+                self._remove(job)
+
+    def _run_rerank(self, job: RerankJob) -> None:
+        started = time.perf_counter()
+        scorer: RerankBatches = job.scorer  # type: ignore[assignment]
+        try:
+            with torch.inference_mode():
+                if not job.started:  # the first batch also computes the shared prefix
+                    job.state, job.lengths = scorer.start(job.prepared)
+                    job.started = True
+                taken = job.take(self.max_batch_tokens, alone=True)
+                scores = scorer.score(job.state, taken)
+        except Exception as exc:
+            self._remove(job, _failure(exc))
+            return
+        tokens = sum(job.lengths[i] for i in taken)
+        self.observer.batch_done(len(taken), tokens, time.perf_counter() - started)
+        for index, score in zip(taken, scores, strict=True):
+            job.scores[index] = score
+        job.served += tokens
+        if not job.pending:
+            self._remove(job)
+
+    def _remove(self, job: Job, error: Exception | None = None) -> None:
+        self.jobs.remove(job)
+        if not job.future.cancelled():
+            _settle(job, error)
+        self.finished.append(job)
+
+
+def run_jobs(jobs: Sequence[Job], forward: Forward | None, max_batch_tokens: int) -> None:
+    """Run `jobs` to completion on this thread (the single-caller path of Embedder and Reranker;
+    `forward` may be None where only rerank jobs run)."""
+    scheduler = Scheduler(forward, max_batch_tokens)  # type: ignore[arg-type]
+    for job in jobs:
+        scheduler.add(job)
+    while scheduler.step():
+        pass

@@ -15,9 +15,14 @@ import torch
 
 from ..errors import ConfigurationError
 
-__all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS"]
+__all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
+           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS"]
 
 DEFAULT_MAX_BATCH_TOKENS = 8192
+DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
+# One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
+# (413), since even interleaved with other clients' batches they would hold memory for minutes.
+DEFAULT_MAX_REQUEST_TOKENS = 131_072
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ class QueueLimits:
 
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     max_queued_requests: int = 256
-    max_queued_tokens: int = 262_144  # 32 full batches of 8192 tokens
+    max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS
+    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,10 @@ class EngineOptions:
     models: ModelOptions = field(default_factory=ModelOptions)  # the embedding model, and the reranker's placement
     reranker: str | None = "auto"  # None: serve no reranker
     max_queued_requests: int = 256
-    max_queued_tokens: int = 262_144
+    max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS
+    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
 
     @property
     def limits(self) -> QueueLimits:
-        return QueueLimits(self.models.max_batch_tokens, self.max_queued_requests, self.max_queued_tokens)
+        return QueueLimits(self.models.max_batch_tokens, self.max_queued_requests, self.max_queued_tokens,
+                           self.max_request_tokens)

@@ -8,26 +8,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import torch
+from torch import Tensor
 
 from ..errors import CheckpointError, ModelNotFoundError
 from ..model.heads import YesNoHead, last_token_indices, matryoshka
 from ..model.kernels import KernelSchedule
+from ..model.qwen3 import KVPrefix
 from ..text.tokenizer import MAX_LENGTH_DEFAULT
 from ..weights.checkpoint import LoadedQwen3
 from ..weights.loading import is_qwen3_model, load_qwen3
 from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
 from .backend import ModelInfo
-from .batch import pack, plan_batches, shared_prefix_length
+from .batch import pack, shared_prefix_length
 from .device import Placement, place
 from .embedder import Embedder
 from .inputs import check_text, check_texts, check_top_n
+from .jobs import RerankJob, run_jobs
 from .options import ModelOptions, model_options
 from .qwen3_backend import qwen3_model_info
 
-__all__ = ["Reranker", "RerankResult"]
+__all__ = ["Reranker", "RerankResult", "PreparedRerank", "rank_scores"]
 
 log = logging.getLogger("q3embed")
 
@@ -37,19 +41,43 @@ class RerankResult(NamedTuple):
     score: float
 
 
+@dataclass(frozen=True)
+class PreparedRerank:
+    """A checked, tokenized rerank request, ready for the model."""
+
+    pairs: list[list[int]]  # what the model sees per document (Qwen3: the whole prompt)
+    query: list[int] | None = None  # the query's own tokens, where the scorer embeds it apart
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids in self.pairs) + len(self.query or ())
+
+
 class RerankScorer(Protocol):
+    """Tokenize once, then score in batches: `start` does what all pairs share, `score` a batch
+    (jobs.RerankBatches), so the engine's scheduler can interleave a long request with others."""
+
     info: ModelInfo
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
-                 truncate: bool) -> list[list[int]]: ...
+                 truncate: bool) -> PreparedRerank: ...
 
-    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]: ...
+    def start(self, prepared: PreparedRerank) -> tuple[Any, list[int]]: ...
+
+    def score(self, state: Any, indices: Sequence[int]) -> list[float]: ...
 
     def compile_now(self) -> bool: ...
 
 
 # Below this many shared tokens a separate prefill pass costs more than it saves.
 MIN_SHARED_PREFIX = 16
+
+
+@dataclass
+class _Qwen3State:
+    shared: int  # prefix tokens every pair shares (0: none prefilled)
+    prefix: KVPrefix | None  # their keys and values, per layer
+    rests: list[list[int]]  # each pair's tokens after the prefix
 
 
 class Qwen3RerankScorer:
@@ -60,41 +88,39 @@ class Qwen3RerankScorer:
     tokens plus the suffix.
     """
 
-    def __init__(self, resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement, max_batch_tokens: int,
+    def __init__(self, resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement,
                  reuse_prefix: bool = True) -> None:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.kernels = KernelSchedule(self.model, placement.compile_after)
         self.head = YesNoHead(loaded.head_rows)
         self.device = placement.device
-        self.max_batch_tokens = max_batch_tokens
         self.reuse_prefix = reuse_prefix
         self.info = qwen3_model_info(resolved, loaded, placement, "qwen3-reranker")
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
-                 truncate: bool) -> list[list[int]]:
+                 truncate: bool) -> PreparedRerank:
         """prefix + instruction + query + document + suffix ids, one list per document."""
-        return self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate)
+        return PreparedRerank(self.tokenizer.encode_rerank_inputs(query, documents, instruction, truncate=truncate))
 
-    @torch.inference_mode()
-    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
-        shared = shared_prefix_length(token_lists) if len(token_lists) > 1 and self.reuse_prefix else 0
+    def start(self, prepared: PreparedRerank) -> tuple[_Qwen3State, list[int]]:
+        """Prefill the tokens every pair shares (when there are enough to pay for a pass of their own)."""
+        pairs = prepared.pairs
+        shared = shared_prefix_length(pairs) if len(pairs) > 1 and self.reuse_prefix else 0
         if shared < MIN_SHARED_PREFIX:
             shared = 0
         prefix = None
         if shared:
             self.kernels.count(shared)
-            prefix = self.model.prefill(torch.tensor(token_lists[0][:shared], device=self.device))
-            token_lists = [ids[shared:] for ids in token_lists]
-        scores = [0.0] * len(token_lists)
-        for batch in plan_batches([len(t) for t in token_lists], self.max_batch_tokens):
-            input_ids, positions, seq_lens = pack([token_lists[i] for i in batch], self.device, start=shared)
-            self.kernels.count(len(input_ids))
-            hidden = self.model(input_ids, positions, seq_lens, prefix)  # [T, hidden]
-            batch_scores = self.head(hidden[last_token_indices(seq_lens, self.device)])  # [b]
-            for index, value in zip(batch, batch_scores.tolist()):
-                scores[index] = value
-        return scores
+            prefix = self.model.prefill(torch.tensor(pairs[0][:shared], device=self.device))
+        rests = [ids[shared:] for ids in pairs]
+        return _Qwen3State(shared, prefix, rests), [len(ids) for ids in rests]
+
+    def score(self, state: _Qwen3State, indices: Sequence[int]) -> list[float]:
+        input_ids, positions, seq_lens = pack([state.rests[i] for i in indices], self.device, start=state.shared)
+        self.kernels.count(len(input_ids))
+        hidden = self.model(input_ids, positions, seq_lens, state.prefix)  # [T, hidden]
+        return self.head(hidden[last_token_indices(seq_lens, self.device)]).tolist()  # [b]
 
     def compile_now(self) -> bool:
         return self.kernels.compile_now()
@@ -108,14 +134,19 @@ class EmbeddingSimilarityScorer:
         self.info = ModelInfo(**{**embedder.info.__dict__, "kind": "cosine-similarity"})
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
-                 truncate: bool) -> list[list[int]]:
-        """The query (in its query prompt) first, then the documents."""
-        return (self.embedder.tokenize([query], query=True, instruction=instruction, truncate=truncate)
-                + self.embedder.tokenize(documents, truncate=truncate))
+                 truncate: bool) -> PreparedRerank:
+        """The documents as documents, the query (in its query prompt) apart."""
+        query_ids = self.embedder.tokenize([query], query=True, instruction=instruction, truncate=truncate)[0]
+        return PreparedRerank(self.embedder.tokenize(documents, truncate=truncate), query_ids)
 
-    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
-        vectors = matryoshka(self.embedder.run(token_lists), None, True)  # [1 + docs, hidden]
-        return (vectors[1:] @ vectors[0]).tolist()
+    def start(self, prepared: PreparedRerank) -> tuple[tuple[Tensor, list[list[int]]], list[int]]:
+        query = matryoshka(self.embedder.forward([prepared.query]), None, True)[0]  # [hidden]
+        return (query, prepared.pairs), [len(ids) for ids in prepared.pairs]
+
+    def score(self, state: tuple[Tensor, list[list[int]]], indices: Sequence[int]) -> list[float]:
+        query, pairs = state
+        documents = matryoshka(self.embedder.forward([pairs[i] for i in indices]), None, True)  # [b, hidden]
+        return (documents @ query).tolist()
 
     def compile_now(self) -> bool:
         return False  # its embedder was warmed up with its own options
@@ -127,7 +158,7 @@ def _qwen3_scorer(resolved: ResolvedModel, options: ModelOptions, placement: Pla
         raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
     loaded = load_qwen3(resolved.path, max_length=options.max_length or MAX_LENGTH_DEFAULT, dtype=placement.dtype,
                         device=placement.device, reranker=True)
-    return Qwen3RerankScorer(resolved, loaded, placement, options.max_batch_tokens, reuse_prefix)
+    return Qwen3RerankScorer(resolved, loaded, placement, reuse_prefix)
 
 
 def _auto_scorer(options: ModelOptions, placement: Placement, reuse_prefix: bool) -> RerankScorer:
@@ -174,7 +205,7 @@ class Reranker:
         return self.score_tokens(self.tokenize(query, documents, instruction=instruction, truncate=truncate))
 
     def tokenize(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
-                 truncate: bool = True) -> list[list[int]]:
+                 truncate: bool = True) -> PreparedRerank:
         """The exact token ids the scorer sees, for `score_tokens` (and for counting usage)."""
         check_text(query, "query")
         docs, _ = check_texts(documents, "document")
@@ -182,9 +213,15 @@ class Reranker:
             check_text(instruction, "instruction")
         return self._scorer.tokenize(query, docs, instruction, truncate)
 
-    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
+    def job(self, prepared: PreparedRerank) -> RerankJob:
+        """The request as a unit of work for a scheduler (the engine's worker, or score_tokens)."""
+        return RerankJob(prepared.pairs, scorer=self._scorer, prepared=prepared)
+
+    def score_tokens(self, prepared: PreparedRerank) -> list[float]:
         """Scores for the output of `tokenize`, in the same order."""
-        return self._scorer.score_tokens(token_lists)
+        job = self.job(prepared)
+        run_jobs([job], None, self.options.max_batch_tokens)
+        return job.future.result()
 
     def rerank(self, query: str, documents: str | Sequence[str], *, top_n: int | None = None,
                instruction: str | None = None, truncate: bool = True) -> list[RerankResult]:

@@ -24,6 +24,7 @@ from ..errors import (
     NotFoundError,
     OverloadedError,
     Q3EmbedError,
+    RequestTooLargeError,
     UnsupportedError,
 )
 
@@ -69,6 +70,7 @@ _TABLE: tuple[tuple[type[Q3EmbedError], ErrorKind], ...] = (
     (NotFoundError, ErrorKind.NOT_FOUND),
     (ModelNotFoundError, ErrorKind.NOT_FOUND),
     (ConflictError, ErrorKind.CONFLICT),
+    (RequestTooLargeError, ErrorKind.TOO_LARGE),
     (InputError, ErrorKind.VALIDATION),
     (ConfigurationError, ErrorKind.VALIDATION),
     (UnsupportedError, ErrorKind.UNSUPPORTED),

@@ -1,0 +1,126 @@
+"""The scheduler (engine/jobs.py): every sequence once, under the budget, fair between jobs,
+cancellable between batches, failures confined to their batch. A fake forward pass records what
+the model would have computed, so each property is checked batch by batch, not by the clock."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from q3embed.engine.jobs import EmbedJob, RerankJob, Scheduler
+from q3embed.errors import EngineFailure
+
+BUDGET = 64
+
+
+class FakeModel:
+    """Pools a sequence into [its first token id, its length]; remembers each batch it ran."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[tuple[int, ...]]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, sequences):
+        self.batches.append([tuple(s) for s in sequences])
+        if self.fail_on is not None and any(self.fail_on in s for s in sequences):
+            raise RuntimeError("injected fault")
+        return torch.tensor([[float(s[0]), float(len(s))] for s in sequences])
+
+
+def _job(marker: int, lengths: list[int]) -> EmbedJob:
+    return EmbedJob([[marker] * n for n in lengths])
+
+
+def test_every_sequence_once_within_the_budget_and_in_order():
+    model = FakeModel()
+    scheduler = Scheduler(model, BUDGET)
+    jobs = [_job(1, [5, 100, 30, 30, 7, 1]), _job(2, [3, 3, 3])]
+    for job in jobs:
+        scheduler.add(job)
+    while scheduler.step():
+        pass
+    computed = sorted(len(s) for batch in model.batches for s in batch)
+    assert computed == sorted([5, 100, 30, 30, 7, 1, 3, 3, 3])
+    assert all(len(b) == 1 or sum(len(s) for s in b) <= BUDGET for b in model.batches)
+    for job, lengths in zip(jobs, ([5, 100, 30, 30, 7, 1], [3, 3, 3]), strict=True):
+        assert job.future.result()[:, 1].tolist() == lengths  # each job gets its own rows, in order
+
+
+def test_a_short_job_waits_one_batch_behind_a_long_one():
+    model = FakeModel()
+    scheduler = Scheduler(model, BUDGET)
+    long = _job(1, [32] * 100)  # 50 batches of work
+    scheduler.add(long)
+    scheduler.step()
+    scheduler.step()
+    short = _job(2, [4])
+    scheduler.add(short)
+    scheduler.step()  # the least-served job goes first: the short one is in the very next batch
+    assert short.future.done() and short.future.result().tolist() == [[2.0, 4.0]]
+    assert not long.future.done()
+    assert (2,) * 4 in model.batches[2]
+    assert sum(len(s) for s in model.batches[2]) <= BUDGET  # and the long job fills the rest
+
+
+def test_a_cancelled_job_computes_nothing_more():
+    model = FakeModel()
+    scheduler = Scheduler(model, BUDGET)
+    job = _job(1, [32] * 10)
+    scheduler.add(job)
+    scheduler.step()
+    assert job.future.cancel()  # the client left after the first batch
+    assert not scheduler.step()
+    assert len(model.batches) == 1 and scheduler.take_finished() == [job]
+
+
+def test_a_failing_batch_fails_only_its_jobs():
+    model = FakeModel(fail_on=9)
+    scheduler = Scheduler(model, 8)  # one job per batch
+    bad, good = _job(9, [8, 8]), _job(1, [8])
+    scheduler.add(bad)
+    scheduler.add(good)
+    while scheduler.step():
+        pass
+    with pytest.raises(EngineFailure, match="injected fault"):
+        bad.future.result()
+    assert good.future.result().tolist() == [[1.0, 8.0]]
+    assert sum(1 for b in model.batches if (9,) * 8 in b) == 1  # the failed job's second batch never ran
+
+
+class FakeReranker:
+    def __init__(self) -> None:
+        self.started = 0
+        self.batches: list[list[int]] = []
+
+    def start(self, prepared):
+        self.started += 1
+        return "state", [1] * len(prepared.pairs)
+
+    def score(self, state, indices):
+        assert state == "state"
+        self.batches.append(list(indices))
+        return [float(i) for i in indices]
+
+
+class Prepared:
+    def __init__(self, count: int) -> None:
+        self.pairs = [[7] * 10 for _ in range(count)]
+        self.tokens = 10 * count
+
+
+def test_a_rerank_job_is_started_once_and_scored_in_batches_that_interleave():
+    scorer = FakeReranker()
+    model = FakeModel()
+    scheduler = Scheduler(model, 4)
+    rerank = RerankJob(Prepared(10).pairs, scorer=scorer, prepared=Prepared(10))
+    scheduler.add(rerank)
+    scheduler.step()
+    embed = _job(3, [2])
+    scheduler.add(embed)
+    scheduler.step()
+    assert embed.future.done()  # it did not wait for the rest of the rerank request
+    while scheduler.step():
+        pass
+    assert scorer.started == 1 and sorted(i for b in scorer.batches for i in b) == list(range(10))
+    assert all(len(b) <= 4 for b in scorer.batches)  # the budget counts what a pair costs after the prefix
+    assert rerank.future.result() == [float(i) for i in range(10)] and rerank.tokens == 100
