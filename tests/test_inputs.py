@@ -35,7 +35,6 @@ def test_mrl_sizes_outside_the_range_are_refused(embedder, size, pattern):
 
 @pytest.mark.parametrize("texts, pattern", [
     ("", "input is an empty string"),
-    ("   ", "input is an empty string"),
     ([], "input is an empty list"),
     (None, "input is None"),
     (42, "must be a string or a list of strings, not int"),
@@ -47,6 +46,24 @@ def test_mrl_sizes_outside_the_range_are_refused(embedder, size, pattern):
 def test_bad_texts_are_named(embedder, texts, pattern):
     with pytest.raises(InputError, match=pattern):
         embedder.encode(texts)
+
+
+def test_whitespace_is_text_and_embedded_as_the_reference_does(embedder):
+    """Only "" is empty: " " is a token the model embeds (the transformers reference gives it a vector)."""
+    vectors = embedder.encode([" ", "\t\n", "x"])
+    assert vectors.shape == (3, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.tokenize([" "])[0][-1] == embedder.tokenize(["x"])[0][-1]  # EOS appended as always
+
+
+@pytest.mark.parametrize("call", [
+    lambda e: e.encode(["fine", "bad \ud800"]),
+    lambda e: e.encode(["x"], instruction="task \udfff"),
+    lambda e: e.tokenize(["\ud800"]),
+    lambda e: e.token_offsets("\ud800"),
+])
+def test_lone_surrogates_are_an_input_error_naming_the_field(embedder, call):
+    with pytest.raises(InputError, match="not valid Unicode text: a lone surrogate"):
+        call(embedder)
 
 
 def test_over_length_with_truncation_off_names_the_item(tiny_embedding_dir):
@@ -64,7 +81,7 @@ def test_an_instruction_means_a_query(embedder):
     assert not np.allclose(implied, embedder.encode(["x"]))
     assert embedder.tokenize(["x"], instruction=task) == embedder.tokenize([query_text("x", task)])
     with pytest.raises(InputError, match="instruction is an empty string"):
-        embedder.encode(["x"], instruction=" ")
+        embedder.encode(["x"], instruction="")
 
 
 def test_a_single_string_gives_one_vector(embedder):

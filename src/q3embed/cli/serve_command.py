@@ -33,8 +33,8 @@ def add_serve(sub: Any) -> None:
                    help="reranker model: a directory, a Hugging Face id, or auto (default: auto)")
     p.add_argument("--no-reranker", action="store_true", help="serve embeddings only")
     p.add_argument("--api-key", action="append", metavar="KEY", default=None,
-                   help="require this key (Authorization: Bearer KEY); repeat for several; "
-                   "the environment twin takes a comma-separated list")
+                   help="require this key (Authorization: Bearer KEY); repeat the flag for several keys, taken "
+                   "as given; the environment twin takes a comma-separated list. An empty key is refused")
     p.add_argument("--served-model-name", action="append", metavar="NAME", default=None,
                    help="another name clients may pass as `model` (e.g. text-embedding-3-small); repeatable")
     p.add_argument("--max-queued-requests", type=positive_int, default=256, metavar="N",
@@ -48,6 +48,8 @@ def add_serve(sub: Any) -> None:
                    help="inputs per embeddings request (default: 2048)")
     p.add_argument("--max-body-bytes", type=positive_int, default=16 * 1024 * 1024, metavar="N",
                    help="largest request body; larger ones get 413 (default: 16 MiB)")
+    p.add_argument("--body-timeout", type=positive_int, default=30, metavar="SECONDS",
+                   help="a request body that stops arriving for this long is answered 408 (default: 30)")
     p.add_argument("--graceful-timeout", type=positive_int, default=30, metavar="SECONDS",
                    help="on SIGTERM, how long in-flight requests may take to finish (default: 30)")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
@@ -67,11 +69,12 @@ def add_serve(sub: Any) -> None:
 
 
 def _split(values: list[str] | str | None) -> tuple[str, ...]:
-    """Repeated flags, or a comma-separated environment value, as one tuple."""
+    """Repeated flags as given (a key may hold a comma), or the environment twin's comma-separated list."""
     if values is None:
         return ()
-    items = [values] if isinstance(values, str) else values
-    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
+    if isinstance(values, str):  # Q3EMBED_API_KEY=a,b: the only place a list is spelt with commas
+        return tuple(part.strip() for part in values.split(","))
+    return tuple(values)
 
 
 def server_config(args: argparse.Namespace) -> Any:
@@ -85,7 +88,8 @@ def server_config(args: argparse.Namespace) -> Any:
     return ServerConfig(engine=engine, host=args.host, port=args.port, api_keys=_split(args.api_key),
                         served_model_names=_split(args.served_model_name),
                         max_items_per_request=args.max_items_per_request, max_body_bytes=args.max_body_bytes,
-                        graceful_timeout_s=float(args.graceful_timeout), log_level=args.log_level,
+                        graceful_timeout_s=float(args.graceful_timeout), body_timeout_s=float(args.body_timeout),
+                        log_level=args.log_level,
                         store_dir=args.store_dir, milvus_uri=args.milvus_uri or None,
                         milvus_token=args.milvus_token or None)
 

@@ -112,6 +112,10 @@ class Engine:
 
     def token_spans(self, texts: Sequence[str], *, query: bool = False,
                     add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        """Each input's tokens with their character spans, under the same per-request token limit as
+        model work (the answer holds an object per token: unbounded, it would be unbounded memory)."""
+        if sum(len(text) for text in texts) > self.limits.max_request_tokens:  # a token covers >= 1 character
+            self.limits.check_request(sum(len(ids) for ids in self._embedder.tokenize(texts, query=query)))
         return self._embedder.token_spans(texts, query=query, add_special_tokens=add_special_tokens)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:

@@ -6,18 +6,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError
+from ..text.unicode import check_encodable
 
 __all__ = ["check_texts", "check_text", "check_dimensions", "check_top_n"]
 
 
 def check_text(value: Any, what: str, allow_empty: bool = False) -> str:
+    """A string the model can take. Only "" is empty: whitespace is text, which the model embeds
+    (the reference does too); allow_empty lets "" through as well (evaluation corpora)."""
     if value is None:
         raise InputError(f"{what} is None; a non-empty string is required")
     if not isinstance(value, str):
         raise InputError(f"{what} is a {type(value).__name__}, not a string")
-    if not allow_empty and not value.strip():
+    if not allow_empty and value == "":
         raise InputError(f"{what} is an empty string")
-    return value
+    return check_encodable(value, what)
 
 
 def check_texts(texts: Any, what: str = "input", allow_empty: bool = False) -> tuple[list[str], bool]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, RequestTooLargeError
 
 __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
            "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS"]
@@ -71,6 +71,13 @@ class QueueLimits:
     max_queued_requests: int = 256
     max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
+
+    def check_request(self, tokens: int) -> None:
+        """RequestTooLargeError for one request over max_request_tokens, naming the limit and its flag."""
+        if tokens > self.max_request_tokens:
+            raise RequestTooLargeError(
+                f"the request is {tokens} tokens, over this server's limit of {self.max_request_tokens} per "
+                "request (--max-request-tokens): split it into smaller requests")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 
-from ..errors import EngineStopped, OverloadedError, RequestTooLargeError
+from ..errors import EngineStopped, OverloadedError
 from .jobs import NULL_OBSERVER, BatchObserver, Forward, Job, Scheduler
 from .options import QueueLimits
 
@@ -59,10 +59,7 @@ class EngineWorker:
 
     def submit(self, job: Job) -> Future:
         """Queue a job; raises RequestTooLargeError, OverloadedError when full, EngineStopped when stopping."""
-        if job.tokens > self.limits.max_request_tokens:
-            raise RequestTooLargeError(
-                f"the request is {job.tokens} tokens, over this server's limit of {self.limits.max_request_tokens} "
-                "per request (--max-request-tokens): split it into smaller requests")
+        self.limits.check_request(job.tokens)
         with self._wakeup:
             if self._dead or self._stopping:
                 raise EngineStopped(self._dead or "the engine is shutting down")

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..store.names import check_document_id
+from ..store.names import check_document_id, check_metadata
 from ..store.protocol import ChunkRecord, CollectionInfo, DocumentRecord, VectorStore
+from ..text.unicode import check_encodable
 from .chunking import ChunkingOptions, chunk_text
 from .protocols import TextEncoder
 from .readers import Document, Skipped
@@ -64,13 +65,8 @@ def as_document(item: Any, where: str = "document") -> Document:
     doc_id = check_document_id(item.id)
     if not isinstance(item.text, str) or not item.text.strip():
         raise InputError(f"document {doc_id!r} has no text")
-    if not isinstance(item.metadata, dict) or not all(isinstance(k, str) for k in item.metadata):
-        raise InputError(f"document {doc_id!r}: metadata must be an object with string keys")
-    try:
-        json.dumps(item.metadata, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"document {doc_id!r}: metadata is not JSON-serialisable ({exc})") from None
-    return Document(doc_id, item.text, item.metadata)
+    check_encodable(item.text, f"the text of document {doc_id!r}")
+    return Document(doc_id, item.text, check_metadata(item.metadata, doc_id))
 
 
 def _batches(items: Iterable[Document]) -> Iterable[dict[str, Document]]:

@@ -31,7 +31,7 @@ from ..errors import ClientDisconnected, Q3EmbedError
 from . import routes_collections, routes_ollama, routes_openai, routes_rerank, routes_tei
 from .config import ServerConfig
 from .http_errors import ErrorKind, error_kind, error_response, kind_of_status
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, ShutdownMiddleware
 from .prometheus import CONTENT_TYPE, Metrics
 from .state import AppState
 
@@ -55,7 +55,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(state.collections.close)
-            engine.stop(timeout=config.graceful_timeout_s)
+            await asyncio.to_thread(engine.stop, config.graceful_timeout_s)  # the loop still answers meanwhile
 
     app = FastAPI(title="q3embed", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Qwen3-Embedding and Qwen3-Reranker over the OpenAI, Cohere/Jina, TEI and "
@@ -66,7 +66,8 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     _add_ops_routes(app)
     _add_error_handlers(app)
     # Outermost last: metrics see every answer, auth runs before the body is read.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(ShutdownMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
     app.add_middleware(ApiKeyMiddleware, keys=config.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

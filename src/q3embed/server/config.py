@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..engine import EngineOptions
+from ..errors import ConfigurationError
+from ..text.unicode import check_encodable
 
 __all__ = ["ServerConfig"]
 
@@ -21,12 +23,22 @@ class ServerConfig:
     max_items_per_request: int = 2048  # OpenAI's own limit for one embeddings request
     max_documents_per_rerank: int = 1000  # Cohere's limit
     max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout_s: float = 30.0  # a body that stops arriving for this long is answered 408
     graceful_timeout_s: float = 30.0
     log_level: str = "info"
     # Collections: the embedded store's directory (None: the default), or a Milvus URI instead.
     store_dir: str | None = None
     milvus_uri: str | None = None
     milvus_token: str | None = None
+
+    def __post_init__(self) -> None:
+        empty = [i for i, key in enumerate(self.api_keys) if not key.strip()]
+        if empty:
+            raise ConfigurationError(
+                "an API key is empty (an unset variable in --api-key \"$KEY\"?): give the key, or leave "
+                "--api-key out to serve without keys")
+        for key in self.api_keys:
+            check_encodable(key, "an API key")
 
     def printable(self) -> dict[str, Any]:
         """The configuration as printed at start-up: API keys are counted, never shown."""

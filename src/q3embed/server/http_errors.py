@@ -41,6 +41,7 @@ class ErrorKind(Enum):
     UNAUTHORIZED = (401, "authentication_error", "Unauthorized")
     NOT_FOUND = (404, "invalid_request_error", "NotFound")
     METHOD_NOT_ALLOWED = (405, "invalid_request_error", "Validation")
+    REQUEST_TIMEOUT = (408, "invalid_request_error", "Validation")
     CONFLICT = (409, "invalid_request_error", "Validation")
     TOO_LARGE = (413, "invalid_request_error", "Validation")
     UNPROCESSABLE = (422, "invalid_request_error", "Validation")

@@ -6,6 +6,7 @@ handlers, which drop a departed client's queued work.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,31 +16,38 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .http_errors import ErrorKind, error_response
 from .prometheus import Metrics
 
-__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware", "OPEN_PATHS"]
+__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware", "ShutdownMiddleware", "OPEN_PATHS"]
 
 # Reachable without a key: liveness probes and the API docs.
 OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 OPEN_PREFIXES = ("/docs/static/",)
 
 
-def _header(scope: Scope, name: bytes) -> str:
+def _raw_header(scope: Scope, name: bytes) -> bytes:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
+            return value
+    return b""
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return _raw_header(scope, name).decode("latin-1")
 
 
 class ApiKeyMiddleware:
-    """`Authorization: Bearer KEY` (OpenAI, Cohere, TEI clients) or `X-API-Key: KEY`; else 401."""
+    """`Authorization: Bearer KEY` (OpenAI, Cohere, TEI clients) or `X-API-Key: KEY`; else 401.
+
+    Keys are compared as UTF-8 bytes with the header's bytes as sent (a client sends a non-ASCII
+    key as UTF-8), in constant time."""
 
     def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
+        self.keys = [key.encode("utf-8") for key in keys]
 
     def _allowed(self, scope: Scope) -> bool:
-        bearer = _header(scope, b"authorization")
-        given = bearer[7:].strip() if bearer[:7].lower() == "bearer " else _header(scope, b"x-api-key").strip()
-        candidate = given.encode()
+        bearer = _raw_header(scope, b"authorization")
+        given = bearer[7:] if bearer[:7].lower() == b"bearer " else _raw_header(scope, b"x-api-key")
+        candidate = given.strip()
         # Compare with every key, without stopping at a match: the time taken says nothing.
         matches = [hmac.compare_digest(candidate, key) for key in self.keys]
         return any(matches)
@@ -57,11 +65,14 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reads the body up to the limit, then replays it; one byte more is a 413 before any parsing."""
+    """Reads the body up to the limit, then replays it; one byte more is a 413 before any parsing,
+    and a client that stops sending for `timeout_s` in the middle of its body gets a 408 (a slow
+    client cannot hold a connection open forever)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +84,12 @@ class BodyLimitMiddleware:
             return
         body = bytearray()
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                message = f"the request body did not arrive within {self.timeout_s:g} s (--body-timeout)"
+                await error_response(scope.get("path", ""), ErrorKind.REQUEST_TIMEOUT, message)(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -101,6 +117,33 @@ def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
         return await receive()
 
     return replay
+
+
+class ShutdownMiddleware:
+    """Past --graceful-timeout uvicorn cancels the requests still running: each gets a 503 in its
+    API family's error shape (not a bare 500 and a traceback in the log)."""
+
+    MESSAGE = "the server is shutting down and could not finish this request in time: retry it"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            if not started:  # the answer replaces the cancelled one; the task then ends normally
+                await error_response(scope.get("path", ""), ErrorKind.UNAVAILABLE, self.MESSAGE)(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -12,9 +12,10 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import UnsupportedError
+from .schemas import refuse_unencodable
 from .state import AppState, State
 
 __all__ = ["router"]
@@ -24,6 +25,8 @@ router = APIRouter(prefix="/v1/collections", tags=["Collections"])
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently ignored
+
+    _unicode = model_validator(mode="before")(refuse_unencodable)
 
 
 class CreateCollection(_Body):

@@ -7,9 +7,11 @@ answer them with a 400 that explains the fix, instead of a bare validation error
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..text.unicode import find_unencodable
 
 __all__ = [
     "EmbeddingRequest",
@@ -24,8 +26,19 @@ __all__ = [
 ]
 
 
+def refuse_unencodable(data: Any) -> Any:
+    """Every string of a body (keys too) must be valid Unicode, before any field is read: a lone
+    surrogate is a 422 naming its place, not a 500 from a tokenizer, a database or the JSON encoder."""
+    problem = find_unencodable(data)
+    if problem:
+        raise ValueError(problem)
+    return data
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    _unicode = model_validator(mode="before")(refuse_unencodable)
 
 
 # ---------------------------------------------------------------- OpenAI /v1/embeddings

@@ -29,8 +29,9 @@ class AppState:
     collections: Any = None  # pipeline.Collections, opened when the server starts
 
     def model_names(self, info: ModelInfo) -> list[str]:
-        """The model's own name, its directory name, and the configured aliases."""
-        names = [info.name, Path(info.path).name, *self.config.served_model_names]
+        """The names clients see and may pass: the model's id (a hub id, or the directory name of a
+        local path: a server never shows its file system), and the configured aliases."""
+        names = [_public_name(info), Path(info.path).name, *self.config.served_model_names]
         return list(dict.fromkeys(n for n in names if n))
 
     def embedding_model(self, requested: str | None) -> str:
@@ -44,7 +45,7 @@ class AppState:
 
     def _check_model(self, requested: str | None, info: ModelInfo, what: str) -> str:
         names = self.model_names(info)
-        if requested in (None, "") or requested in names:
+        if requested in (None, "") or requested in names or requested == info.name:  # the path as launched
             return names[0]
         raise NotFoundError(f"model {requested!r} is not served here; the {what} model is "
                             + " or ".join(repr(n) for n in names))
@@ -59,6 +60,9 @@ class AppState:
         watcher = asyncio.ensure_future(_disconnect(request))
         try:
             done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server gave up on this request (shutdown): so does the engine
+            task.cancel()
+            raise
         finally:
             watcher.cancel()
         if task in done:
@@ -66,6 +70,14 @@ class AppState:
         task.cancel()
         self.metrics.disconnects.inc()
         raise ClientDisconnected()
+
+
+def _public_name(info: ModelInfo) -> str:
+    """A model given as a local path is known by its directory (or file) name."""
+    given = Path(info.name).expanduser()
+    if given.is_absolute() or info.name.startswith((".", "~")) or given.exists():
+        return given.name
+    return info.name
 
 
 async def _disconnect(request: Request) -> None:

@@ -222,7 +222,7 @@ class EmbeddedStore:
             handle = self._open.get(name)
             if handle is None:
                 if not (directory / sql.DB_FILE).is_file():
-                    raise NotFoundError(f"collection {name!r} does not exist in {self.root}")
+                    raise NotFoundError(f"collection {name!r} does not exist")
                 handle = self._open[name] = _Collection(directory, self.save_interval_s)
             return handle
 
@@ -230,7 +230,7 @@ class EmbeddedStore:
         """Built in a hidden directory and renamed into place, so a half-made collection never shows."""
         target = self._directory(info.name)
         if target.exists():
-            raise ConflictError(f"collection {info.name!r} already exists in {self.root}")
+            raise ConflictError(f"collection {info.name!r} already exists")
         info = CollectionInfo(**{**info.__dict__, "store": self.kind})
         building = self.root / f".{info.name}.creating-{uuid.uuid4().hex}"
         building.mkdir()
@@ -244,7 +244,7 @@ class EmbeddedStore:
         except OSError:
             shutil.rmtree(building, ignore_errors=True)
             if target.exists():
-                raise ConflictError(f"collection {info.name!r} already exists in {self.root}") from None
+                raise ConflictError(f"collection {info.name!r} already exists") from None
             raise
         return info
 
@@ -264,7 +264,7 @@ class EmbeddedStore:
             with handle.lock:
                 handle.db.close()
         if not (directory / sql.DB_FILE).is_file():
-            raise NotFoundError(f"collection {name!r} does not exist in {self.root}")
+            raise NotFoundError(f"collection {name!r} does not exist")
         trash = self.root / f".{name}.dropped-{uuid.uuid4().hex}"
         os.rename(directory, trash)
         shutil.rmtree(trash, ignore_errors=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ..errors import InputError
+from ..text.unicode import check_encodable
 
 __all__ = ["Condition", "Filter", "parse_filter", "to_sql", "to_milvus"]
 
@@ -116,7 +117,9 @@ def _field_conditions(path: tuple[str, ...], value: Any) -> list[Condition]:
 
 
 def _scalar(value: Any, field_name: str) -> Scalar:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, str):
+        return check_encodable(value, f"the filter value for {field_name!r}")
+    if isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not -_INT64 <= value < _INT64:
@@ -166,12 +169,24 @@ def _condition_sql(cond: Condition, column: str) -> tuple[str, list[Any]]:
         return (f"json_type({column}, ?) IN {kinds} AND json_extract({column}, ?) {RANGE_OPS[cond.op]} ?",
                 [path, path, cond.value])
     values = cond.value if isinstance(cond.value, tuple) else (cond.value,)
-    equal = [_equal_sql(column, path, v) for v in values]
-    any_equal = " OR ".join(f"({sql})" for sql, _ in equal)
-    params = [p for _, ps in equal for p in ps]
+    any_equal, params = _equal_sql(column, path, values[0]) if len(values) == 1 else _in_sql(column, path, values)
     if cond.op in ("$eq", "$in"):
         return any_equal, params
     return f"{present} AND NOT ({any_equal})", [path, *params]  # $ne, $nin
+
+
+def _in_sql(column: str, path: str, values: tuple[Scalar, ...]) -> tuple[str, list[Any]]:
+    """One membership test per kind of value, each over one JSON-array parameter (json_each): a
+    thousand values stay one parameter and a flat expression (an OR per value nests too deep)."""
+    strings = [v for v in values if isinstance(v, str)]
+    numbers = [int(v) if isinstance(v, bool) else v for v in values if not isinstance(v, str)]
+    parts, params = [], []
+    for group, kinds in ((strings, "('text')"), (numbers, _NUMERIC_TYPES)):
+        if group:
+            parts.append(f"(json_type({column}, ?) IN {kinds} AND json_extract({column}, ?) IN "
+                         "(SELECT value FROM json_each(?)))")
+            params += [path, path, json.dumps(group, ensure_ascii=False)]
+    return " OR ".join(parts), params
 
 
 # ---------------------------------------------------------------- Milvus

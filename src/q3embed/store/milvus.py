@@ -126,10 +126,10 @@ class MilvusStore:
             if name in self._infos:
                 return self._infos[name]
             if not self.client.has_collection(physical):
-                raise NotFoundError(f"collection {name!r} does not exist in Milvus at {self.location}")
+                raise NotFoundError(f"collection {name!r} does not exist")
             info = self._describe(physical)
             if info is None or info.name != name:
-                raise NotFoundError(f"collection {name!r} does not exist in Milvus at {self.location}")
+                raise NotFoundError(f"collection {name!r} does not exist")
             # A collection made by another process (or before a restart) may be released: searches
             # and queries need it loaded. Loading a loaded collection is a no-op.
             self.client.load_collection(physical)

@@ -14,10 +14,10 @@ __all__ = ["running_server"]
 
 
 @contextmanager
-def running_server(app: FastAPI, startup_timeout_s: float = 30.0) -> Iterator[str]:
+def running_server(app: FastAPI, startup_timeout_s: float = 30.0, graceful_timeout_s: int = 10) -> Iterator[str]:
     """Serve `app` on a free loopback port; yields its base URL; stops it (gracefully) on exit."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           timeout_graceful_shutdown=10))
+                                           timeout_graceful_shutdown=graceful_timeout_s))
     thread = threading.Thread(target=server.run, name="q3embed-test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s
