@@ -21,7 +21,7 @@ ALLOWED = {
     "store": {"text"},
     "pipeline": {"engine", "store", "text"},
     "evaluate": {"engine", "pipeline", "text", "weights"},
-    "server": {"engine", "pipeline", "store"},
+    "server": {"engine", "pipeline", "store", "text"},
     "distributed": {"engine", "pipeline", "server"},
     "testing": {"model", "weights"},
     "cli": {"engine", "pipeline", "server", "store", "evaluate", "distributed", "weights"},

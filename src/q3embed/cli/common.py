@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine import COMPILE_MODES, DEFAULT_MAX_BATCH_TOKENS, ModelOptions
+from ..engine import COMPILE_MODES, DEFAULT_MAX_BATCH_TOKENS, SPECIAL_TOKEN_MODES, ModelOptions
 from .env import ENV_PREFIX
 
 __all__ = ["PROG", "DTYPES", "positive_int", "non_negative_int", "add_model_flags", "add_query_flags", "subparser",
@@ -59,6 +59,10 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         help="fuse the decoder's norm and RoPE kernels with torch.compile (~8-12%% faster on CPU): "
                         "auto = once a model has run 16k tokens, and at start-up for a server, on CPUs with a C++ "
                         "compiler; on / off force it (default: auto)")
+    parser.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="parse",
+                        help="'<|im_end|>' and the like inside texts: parse = the model's control tokens, as the "
+                        "model card's tokenizer call does; plain = ordinary characters, so untrusted text "
+                        "cannot close the reranker's prompt (default: parse)")
     parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for the model (default: every CPU this process may use, "
                         "container quota included)")
@@ -85,4 +89,5 @@ def model_options(args: argparse.Namespace, model: str | None = None) -> ModelOp
     (e.g. --reranker next to --model)."""
     return ModelOptions(model=args.model if model is None else model, device=args.device, dtype=args.dtype,
                         max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
-                        compile=getattr(args, "compile", "auto"), threads=args.threads)
+                        compile=getattr(args, "compile", "auto"), threads=args.threads,
+                        special_tokens=getattr(args, "special_tokens_in_text", "parse"))

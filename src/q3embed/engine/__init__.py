@@ -13,10 +13,18 @@ from .embedder import Embedder, PreparedEmbedding, similarity
 from .engine import Embeddings, Engine, Scores
 from .inputs import check_dimensions, check_text, check_top_n
 from .jobs import BatchObserver
-from .options import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_REQUEST_TOKENS, EngineOptions, ModelOptions, QueueLimits
+from .options import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_REQUEST_TOKENS,
+    SPECIAL_TOKEN_MODES,
+    EngineOptions,
+    ModelOptions,
+    QueueLimits,
+)
 from .reranker import PreparedRerank, Reranker, RerankResult, rank_scores
 
 __all__ = ["Embedder", "Reranker", "RerankResult", "similarity", "Engine", "EngineOptions", "ModelOptions",
            "QueueLimits", "ModelInfo", "TokenSpan", "Embeddings", "Scores", "PreparedEmbedding", "PreparedRerank",
            "BatchObserver", "check_dimensions", "check_text", "check_top_n", "rank_scores",
-           "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "COMPILE_MODES", "cpu_has_fast_bf16"]
+           "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "COMPILE_MODES", "SPECIAL_TOKEN_MODES",
+           "cpu_has_fast_bf16"]

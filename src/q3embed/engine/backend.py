@@ -19,6 +19,7 @@ from ..weights.loading import is_qwen3_model, load_qwen3
 from ..weights.resolve import AUTO, ResolvedModel, resolve_auto_embedding, resolve_model
 from ..weights.sentence_transformers import load_transformers_encoder
 from .device import Placement
+from .options import ModelOptions
 
 __all__ = ["EmbeddingBackend", "ModelInfo", "TokenSpan", "load_embedding_backend"]
 
@@ -74,16 +75,19 @@ class EmbeddingBackend(Protocol):
         ...
 
 
-def load_embedding_backend(model: str, placement: Placement, max_length: int | None) -> EmbeddingBackend:
-    """Resolve `model` (auto, a path, a hub id or a .gguf file) and build the backend it needs."""
+def load_embedding_backend(options: ModelOptions, placement: Placement) -> EmbeddingBackend:
+    """Resolve the model (auto, a path, a hub id or a .gguf file) and build the backend it needs."""
     from .qwen3_backend import Qwen3EmbeddingBackend
     from .transformers_backend import TransformersBackend
 
+    model = options.model
     resolved: ResolvedModel = resolve_auto_embedding() if model == AUTO else resolve_model(model)
     if is_qwen3_model(resolved.path):
-        length = max_length or MAX_LENGTH_DEFAULT
+        length = options.max_length or MAX_LENGTH_DEFAULT
         loaded = load_qwen3(resolved.path, max_length=length, dtype=placement.dtype, device=placement.device)
+        if options.special_tokens == "plain":
+            loaded.tokenizer.treat_special_tokens_as_text()
         return Qwen3EmbeddingBackend(resolved, loaded, placement)
     encoder = load_transformers_encoder(resolved.path, dtype=placement.dtype, device=placement.device,
-                                        max_length=max_length)
-    return TransformersBackend(resolved, encoder, placement)
+                                        max_length=options.max_length)
+    return TransformersBackend(resolved, encoder, placement, split_special_tokens=options.special_tokens == "plain")

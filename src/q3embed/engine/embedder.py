@@ -55,8 +55,7 @@ class Embedder:
         """`model`: a directory, a .gguf file, a hub id or auto, or a whole ModelOptions; keyword
         options are its fields: device, dtype, max_length, max_batch_tokens, compile, threads."""
         self.options = model_options(model, options)
-        self._backend: EmbeddingBackend = load_embedding_backend(
-            self.options.model, place(self.options), self.options.max_length)
+        self._backend: EmbeddingBackend = load_embedding_backend(self.options, place(self.options))
         self.info: ModelInfo = self._backend.info
 
     @property

@@ -16,9 +16,10 @@ import torch
 from ..errors import ConfigurationError, RequestTooLargeError
 
 __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
-           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS"]
+           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES"]
 
 DEFAULT_MAX_BATCH_TOKENS = 8192
+SPECIAL_TOKEN_MODES = ("parse", "plain")
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
 # (413), since even interleaved with other clients' batches they would hold memory for minutes.
@@ -34,8 +35,14 @@ class ModelOptions:
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # tokens per packed forward pass
     compile: str = "auto"  # auto, on, off: the decoder's fused kernels (see model.kernels)
     threads: int | None = None  # CPU threads for torch (None: every CPU this process may use)
+    # "<|im_end|>" typed in a text: parse = the control token, as the model card's tokenizer call does
+    # (parity); plain = the characters, so an untrusted document cannot close the reranker's prompt
+    special_tokens: str = "parse"
 
     def __post_init__(self) -> None:
+        if self.special_tokens not in SPECIAL_TOKEN_MODES:
+            raise ConfigurationError(f"special_tokens must be one of {', '.join(SPECIAL_TOKEN_MODES)}, "
+                                     f"got {self.special_tokens!r}")
         size = self.max_batch_tokens
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"max_batch_tokens must be a positive integer, got {size!r}")

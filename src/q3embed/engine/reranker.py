@@ -158,6 +158,8 @@ def _qwen3_scorer(resolved: ResolvedModel, options: ModelOptions, placement: Pla
         raise CheckpointError(f"{resolved.path} is not a Qwen3 reranker (config.json model_type must be qwen3)")
     loaded = load_qwen3(resolved.path, max_length=options.max_length or MAX_LENGTH_DEFAULT, dtype=placement.dtype,
                         device=placement.device, reranker=True)
+    if options.special_tokens == "plain":  # a document cannot close the prompt and write its own answer
+        loaded.tokenizer.treat_special_tokens_as_text()
     return Qwen3RerankScorer(resolved, loaded, placement, reuse_prefix)
 
 

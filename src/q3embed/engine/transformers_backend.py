@@ -18,7 +18,10 @@ __all__ = ["TransformersBackend"]
 
 
 class TransformersBackend:
-    def __init__(self, resolved: ResolvedModel, loaded: LoadedEncoder, placement: Placement) -> None:
+    def __init__(self, resolved: ResolvedModel, loaded: LoadedEncoder, placement: Placement,
+                 split_special_tokens: bool = False) -> None:
+        """split_special_tokens: "[SEP]" and the like in user text are characters (special_tokens="plain")."""
+        self.split = split_special_tokens
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.settings = loaded.settings
@@ -41,7 +44,7 @@ class TransformersBackend:
     def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[list[int]]:
         texts = [self._cased(t) for t in texts]
         limit = self.settings.max_length
-        ids = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        ids = self.tokenizer(texts, truncation=False, verbose=False, split_special_tokens=self.split)["input_ids"]
         out = []
         for index, seq in enumerate(ids):
             if len(seq) > limit:
@@ -51,20 +54,21 @@ class TransformersBackend:
                         "shorten it or turn truncation on"
                     )
                 # Same as the tokenizer's own truncation: keep the closing special token.
-                seq = self.tokenizer(texts[index], truncation=True, max_length=limit)["input_ids"]
+                seq = self.tokenizer(texts[index], truncation=True, max_length=limit,
+                                     split_special_tokens=self.split)["input_ids"]
             out.append(seq)
         return out
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         spans = self.tokenizer(self._cased(text), add_special_tokens=False, return_offsets_mapping=True,
-                               verbose=False)
+                               verbose=False, split_special_tokens=self.split)
         return [(int(start), int(end)) for start, end in spans["offset_mapping"]]
 
     def token_spans(self, text: str, add_special_tokens: bool) -> list[TokenSpan]:
         text = self._cased(text)
         encoded = self.tokenizer(text, truncation=True, max_length=self.settings.max_length,
                                  add_special_tokens=add_special_tokens, return_offsets_mapping=True,
-                                 return_special_tokens_mask=True)
+                                 return_special_tokens_mask=True, split_special_tokens=self.split)
         rows = zip(encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"], strict=True)
         return [TokenSpan(i, "" if special else text[a:b], bool(special), a, b) for i, (a, b), special in rows]
 

@@ -55,6 +55,14 @@ class Qwen3Tokenizer:
         if eos is None:
             raise CheckpointError(f"the tokenizer has no {ENDOFTEXT} token: not a Qwen3 tokenizer")
         self.eos_id: int = eos
+        self._text_tok = tokenizer  # what user text goes through (see treat_special_tokens_as_text)
+
+    def treat_special_tokens_as_text(self) -> None:
+        """From now on "<|im_end|>" and the like inside user text are characters, not control
+        tokens; the reranker's template and the appended <|endoftext|> stay the real tokens."""
+        plain = Tokenizer.from_str(self._tok.to_str())
+        plain.encode_special_tokens = True
+        self._text_tok = plain
 
     @classmethod
     def from_dir(cls, model_dir: Path, max_length: int = MAX_LENGTH_DEFAULT) -> "Qwen3Tokenizer":
@@ -79,8 +87,8 @@ class Qwen3Tokenizer:
         return frozenset(i for i, token in self._tok.get_added_tokens_decoder().items() if token.special)
 
     def encode_raw(self, texts: Sequence[str]) -> list[Encoding]:
-        """Plain tokenization: no post-processor, no truncation."""
-        return self._tok.encode_batch(list(texts), add_special_tokens=False)
+        """User text: no post-processor, no truncation."""
+        return self._text_tok.encode_batch(list(texts), add_special_tokens=False)
 
     def encode_embedding_inputs(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
         """Token ids per text, each ending in exactly one `<|endoftext|>`, at most max_length."""
