@@ -45,10 +45,11 @@ def offline_tokens_per_second(model_dir, texts: list[str], dtype: str, max_lengt
     return tokens / seconds
 
 
-def start_server(model_dir, port: int, dtype: str, max_length: int) -> subprocess.Popen:
+def start_server(model_dir, port: int, dtype: str, max_length: int, *flags: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("Q3EMBED_")}
     command = [sys.executable, "-m", "q3embed", "serve", "--model", str(model_dir), "--no-reranker",
-               "--port", str(port), "--dtype", dtype, "--max-length", str(max_length), "--log-level", "warning"]
+               "--port", str(port), "--dtype", dtype, "--max-length", str(max_length), "--log-level", "warning",
+               *flags]
     return subprocess.Popen(command, env=env)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine import COMPILE_MODES, DEFAULT_MAX_BATCH_TOKENS, SPECIAL_TOKEN_MODES, ModelOptions
+from ..engine import COMPILE_MODES, CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, SPECIAL_TOKEN_MODES, ModelOptions
 from .env import ENV_PREFIX
 
 __all__ = ["PROG", "DTYPES", "positive_int", "non_negative_int", "add_model_flags", "add_query_flags", "subparser",
@@ -52,9 +52,9 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         "float32 on other CPUs (default: auto)")
     parser.add_argument("--max-length", type=positive_int, metavar="N",
                         help="longest input in tokens; longer ones are cut (default: the model's, 8192 for Qwen3)")
-    parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N", default=DEFAULT_MAX_BATCH_TOKENS,
-                        help="tokens per forward pass; lower it if memory runs out "
-                        f"(default: {DEFAULT_MAX_BATCH_TOKENS})")
+    parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N",
+                        help="tokens per forward pass; lower it if memory runs out (default: "
+                        f"{CPU_BATCH_TOKENS} on a CPU, {GPU_BATCH_TOKENS} on a GPU)")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
                         help="fuse the decoder's norm and RoPE kernels with torch.compile (~8-12%% faster on CPU): "
                         "auto = once a model has run 16k tokens, and at start-up for a server, on CPUs with a C++ "

@@ -100,8 +100,8 @@ def add_parity(sub: Any) -> None:
                    help="our engine's precision; float32 is the exact check (default: float32)")
     p.add_argument("--max-length", type=positive_int, metavar="N",
                    help="longest input in tokens, on both sides (default: the model's)")
-    p.add_argument("--max-batch-tokens", type=positive_int, metavar="N", default=8192,
-                   help="tokens per forward pass of our engine (default: 8192)")
+    p.add_argument("--max-batch-tokens", type=positive_int, metavar="N",
+                   help="tokens per forward pass of our engine (default: 2048 on a CPU, 8192 on a GPU)")
     p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: all this process may use)")
     p.set_defaults(handler=cmd_parity)
 

@@ -82,7 +82,7 @@ def server_config(args: argparse.Namespace) -> Any:
 
     engine = EngineOptions(model_options(args), reranker=None if args.no_reranker else args.reranker,
                            max_queued_requests=args.max_queued_requests,
-                           max_queued_tokens=max(args.max_queued_tokens, args.max_batch_tokens,
+                           max_queued_tokens=max(args.max_queued_tokens, args.max_batch_tokens or 0,
                                                  args.max_request_tokens),
                            max_request_tokens=args.max_request_tokens)
     return ServerConfig(engine=engine, host=args.host, port=args.port, api_keys=_split(args.api_key),

@@ -14,8 +14,10 @@ from .engine import Embeddings, Engine, Scores
 from .inputs import check_dimensions, check_text, check_top_n
 from .jobs import BatchObserver
 from .options import (
+    CPU_BATCH_TOKENS,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_REQUEST_TOKENS,
+    GPU_BATCH_TOKENS,
     SPECIAL_TOKEN_MODES,
     EngineOptions,
     ModelOptions,
@@ -27,4 +29,5 @@ __all__ = ["Embedder", "Reranker", "RerankResult", "similarity", "Engine", "Engi
            "QueueLimits", "ModelInfo", "TokenSpan", "Embeddings", "Scores", "PreparedEmbedding", "PreparedRerank",
            "BatchObserver", "check_dimensions", "check_text", "check_top_n", "rank_scores",
            "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "COMPILE_MODES", "SPECIAL_TOKEN_MODES",
+           "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS",
            "cpu_has_fast_bf16"]

@@ -135,13 +135,18 @@ class Placement:
     device: torch.device
     dtype: torch.dtype
     compile_after: int | None  # see resolve_compile
+    max_batch_tokens: int  # the options' value, or the device's default (engine/options.py)
 
 
 def place(options: "ModelOptions") -> Placement:
     """Resolve device, dtype and compile mode (a bad value fails before any loading) and size
     torch's CPU thread pool for a model that runs on the CPU."""
+    from .options import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+
     device = resolve_device(options.device)
-    placement = Placement(device, resolve_dtype(options.dtype, device), resolve_compile(options.compile, device))
+    batch = options.max_batch_tokens or (CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS)
+    placement = Placement(device, resolve_dtype(options.dtype, device), resolve_compile(options.compile, device),
+                          batch)
     if device.type == "cpu":
         set_cpu_threads(options.threads)
     return placement

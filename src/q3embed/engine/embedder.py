@@ -55,16 +55,14 @@ class Embedder:
         """`model`: a directory, a .gguf file, a hub id or auto, or a whole ModelOptions; keyword
         options are its fields: device, dtype, max_length, max_batch_tokens, compile, threads."""
         self.options = model_options(model, options)
-        self._backend: EmbeddingBackend = load_embedding_backend(self.options, place(self.options))
+        placement = place(self.options)
+        self.max_batch_tokens = placement.max_batch_tokens
+        self._backend: EmbeddingBackend = load_embedding_backend(self.options, placement)
         self.info: ModelInfo = self._backend.info
 
     @property
     def dimensions(self) -> int:
         return self.info.dimensions
-
-    @property
-    def max_batch_tokens(self) -> int:
-        return self.options.max_batch_tokens
 
     # ------------------------------------------------------------------ the three steps
 

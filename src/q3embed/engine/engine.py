@@ -53,14 +53,14 @@ class Engine:
 
     @classmethod
     def load(cls, options: EngineOptions, observer: BatchObserver | None = None) -> "Engine":
-        if options.max_queued_requests < 1 or options.max_queued_tokens < options.models.max_batch_tokens:
+        if options.max_queued_requests < 1 or options.max_queued_tokens < (options.models.max_batch_tokens or 1):
             raise ConfigurationError("the queue must hold at least one request and one full batch of tokens")
         if not 1 <= options.max_request_tokens <= options.max_queued_tokens:
             raise ConfigurationError(f"max_request_tokens ({options.max_request_tokens}) must be from 1 to "
                                      f"max_queued_tokens ({options.max_queued_tokens}): a larger one could never run")
         embedder = Embedder(options.models)
         reranker = Reranker(options.models.with_model(options.reranker)) if options.reranker else None
-        return cls(embedder, reranker, options.limits, observer)
+        return cls(embedder, reranker, options.limits(embedder.max_batch_tokens), observer)
 
     # ------------------------------------------------------------------ lifecycle and state
 

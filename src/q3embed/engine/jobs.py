@@ -4,8 +4,8 @@ A job is one request's token id lists: an `EmbedJob` (pooled vectors back) or a 
 (scores back). The scheduler holds the jobs in progress and runs one packed batch per `step`:
 
 - **Fair**: the job that has been served the fewest tokens goes first (least attained service),
-  so a short request that arrives behind a long one waits about one batch, not the long one's
-  whole run; embedding jobs share batches, the rest of a batch is filled from the next jobs.
+  so a short request that arrives behind a long one waits for the batch in progress, not the long
+  one's whole run; jobs at the same stage (arrived together) share batches.
 - **Cancellable**: a job whose future was cancelled (its client left) is dropped before the
   next batch; none of its remaining sequences is computed.
 - **Isolated**: a batch that raises fails only the jobs it held; every future completes.
@@ -191,10 +191,13 @@ class Scheduler:
     # ------------------------------------------------------------------ one batch
 
     def _embed_batch(self, first: EmbedJob) -> list[tuple[EmbedJob, list[int]]]:
-        """The least-served embedding job's sequences first, the room left filled by the next jobs."""
+        """The least-served embedding job's sequences first, the room left filled by the jobs served
+        as little (the requests that arrived together share batches). A newcomer beside a long job
+        thus gets a batch of its own, which takes its own time, not a full batch's (seconds on a
+        CPU); the long job goes on in the next step."""
         picks, used = [], 0
-        order = [first] + sorted((j for j in self.jobs if isinstance(j, EmbedJob) and j is not first),
-                                 key=lambda j: j.served)
+        peers = (j for j in self.jobs if isinstance(j, EmbedJob) and j is not first and j.served <= first.served)
+        order = [first] + sorted(peers, key=lambda j: j.served)
         for job in order:
             taken = job.take(self.max_batch_tokens - used, alone=not picks)
             if taken:

@@ -16,9 +16,16 @@ import torch
 from ..errors import ConfigurationError, RequestTooLargeError
 
 __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
-           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES"]
+           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES", "CPU_BATCH_TOKENS",
+           "GPU_BATCH_TOKENS"]
 
-DEFAULT_MAX_BATCH_TOKENS = 8192
+# Tokens per packed forward pass when max_batch_tokens is None (auto). On a CPU a batch of 2,048
+# tokens ran faster than one of 8,192 (bench/batch_budget.py, AVX512-BF16, 0.6B: 412-506 vs 356-370
+# tokens/s, interleaved) and takes a few seconds instead of ~20, which is also how long a short
+# request can wait behind a long one; a GPU wants large batches.
+CPU_BATCH_TOKENS = 2048
+GPU_BATCH_TOKENS = 8192
+DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS  # what a QueueLimits holds before a device is known
 SPECIAL_TOKEN_MODES = ("parse", "plain")
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
@@ -32,7 +39,7 @@ class ModelOptions:
     device: str | torch.device = "auto"  # auto, cpu, cuda, cuda:N
     dtype: str | torch.dtype = "auto"  # auto, float32, bfloat16, float16
     max_length: int | None = None  # longest input in tokens (None: the model's; 8192 for Qwen3)
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # tokens per packed forward pass
+    max_batch_tokens: int | None = None  # tokens per packed forward pass (None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS)
     compile: str = "auto"  # auto, on, off: the decoder's fused kernels (see model.kernels)
     threads: int | None = None  # CPU threads for torch (None: every CPU this process may use)
     # "<|im_end|>" typed in a text: parse = the control token, as the model card's tokenizer call does
@@ -44,7 +51,7 @@ class ModelOptions:
             raise ConfigurationError(f"special_tokens must be one of {', '.join(SPECIAL_TOKEN_MODES)}, "
                                      f"got {self.special_tokens!r}")
         size = self.max_batch_tokens
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ConfigurationError(f"max_batch_tokens must be a positive integer, got {size!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
@@ -97,7 +104,6 @@ class EngineOptions:
     max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
 
-    @property
-    def limits(self) -> QueueLimits:
-        return QueueLimits(self.models.max_batch_tokens, self.max_queued_requests, self.max_queued_tokens,
-                           self.max_request_tokens)
+    def limits(self, max_batch_tokens: int) -> QueueLimits:
+        """The queue's limits around batches of `max_batch_tokens` (the embedder's, once resolved)."""
+        return QueueLimits(max_batch_tokens, self.max_queued_requests, self.max_queued_tokens, self.max_request_tokens)

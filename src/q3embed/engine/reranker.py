@@ -190,6 +190,7 @@ class Reranker:
         plain computation, for comparison)."""
         self.options = model_options(model, options)
         placement = place(self.options)  # a bad device, dtype or compile mode fails before any loading
+        self.max_batch_tokens = placement.max_batch_tokens
         if self.options.model == AUTO:
             self._scorer = _auto_scorer(self.options, placement, reuse_prefix)
         else:
@@ -222,7 +223,7 @@ class Reranker:
     def score_tokens(self, prepared: PreparedRerank) -> list[float]:
         """Scores for the output of `tokenize`, in the same order."""
         job = self.job(prepared)
-        run_jobs([job], None, self.options.max_batch_tokens)
+        run_jobs([job], None, self.max_batch_tokens)
         return job.future.result()
 
     def rerank(self, query: str, documents: str | Sequence[str], *, top_n: int | None = None,
