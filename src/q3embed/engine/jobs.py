@@ -196,9 +196,8 @@ class Scheduler:
         thus gets a batch of its own, which takes its own time, not a full batch's (seconds on a
         CPU); the long job goes on in the next step."""
         picks, used = [], 0
-        peers = (j for j in self.jobs if isinstance(j, EmbedJob) and j is not first and j.served <= first.served)
-        order = [first] + sorted(peers, key=lambda j: j.served)
-        for job in order:
+        peers = [j for j in self.jobs if isinstance(j, EmbedJob) and j is not first and j.served == first.served]
+        for job in [first, *peers]:  # first is the least served: its peers are the jobs served as little
             taken = job.take(self.max_batch_tokens - used, alone=not picks)
             if taken:
                 picks.append((job, taken))

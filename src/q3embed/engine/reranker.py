@@ -163,11 +163,12 @@ def _qwen3_scorer(resolved: ResolvedModel, options: ModelOptions, placement: Pla
     return Qwen3RerankScorer(resolved, loaded, placement, reuse_prefix)
 
 
-def _auto_scorer(options: ModelOptions, placement: Placement, reuse_prefix: bool) -> RerankScorer:
+def _auto_scorer(options: ModelOptions, placement: Placement, reuse_prefix: bool,
+                 embedder: Embedder | None) -> RerankScorer:
     try:
         resolved = resolve_model(QWEN3_RERANKER_DEFAULT)
     except ModelNotFoundError as exc:
-        embedder = Embedder(options.with_model(AUTO))
+        embedder = embedder or Embedder(options.with_model(AUTO))
         log.warning(
             "reranker auto -> cosine similarity with %s, because %s is not available (%s)",
             embedder.info.name, QWEN3_RERANKER_DEFAULT, str(exc).split(". ")[0],
@@ -185,14 +186,17 @@ class Reranker:
     [RerankResult(index=0, score=0.99...)]
     """
 
-    def __init__(self, model: str | ModelOptions = "auto", *, reuse_prefix: bool = True, **options: Any) -> None:
+    def __init__(self, model: str | ModelOptions = "auto", *, reuse_prefix: bool = True,
+                 embedder: Embedder | None = None, **options: Any) -> None:
         """`model` and `options` as for Embedder. reuse_prefix=False runs every pair in full (the
-        plain computation, for comparison)."""
+        plain computation, for comparison). `embedder`: the model that `auto` scores with by cosine
+        similarity when no Qwen3-Reranker can be had (default: the embedding model `auto` picks),
+        so that a server shares its own instead of loading a second copy."""
         self.options = model_options(model, options)
         placement = place(self.options)  # a bad device, dtype or compile mode fails before any loading
         self.max_batch_tokens = placement.max_batch_tokens
         if self.options.model == AUTO:
-            self._scorer = _auto_scorer(self.options, placement, reuse_prefix)
+            self._scorer = _auto_scorer(self.options, placement, reuse_prefix, embedder)
         else:
             self._scorer = _qwen3_scorer(resolve_model(self.options.model), self.options, placement, reuse_prefix)
         self.info: ModelInfo = self._scorer.info

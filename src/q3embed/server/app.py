@@ -39,6 +39,8 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("q3embed")
 
+OPENAPI_VERSION = "3.0.3"
+
 
 def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
@@ -57,9 +59,12 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
             await asyncio.to_thread(state.collections.close)
             await asyncio.to_thread(engine.stop, config.graceful_timeout_s)  # the loop still answers meanwhile
 
+    # OpenAPI 3.0.x: the Swagger UI served offline (swagger-ui-bundle's 4.15) reads no 3.1 document
+    # and would show a blank page; the schemas FastAPI writes render under 3.0 as they are.
     app = FastAPI(title="q3embed", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Qwen3-Embedding and Qwen3-Reranker over the OpenAI, Cohere/Jina, TEI and "
                   "Ollama APIs.")
+    app.openapi_version = OPENAPI_VERSION
     app.state.q3embed = AppState(engine, config, metrics)
     for routes in (routes_openai, routes_rerank, routes_tei, routes_ollama, routes_collections):
         app.include_router(routes.router)

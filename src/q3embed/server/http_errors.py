@@ -31,7 +31,7 @@ from ..errors import (
 __all__ = ["ErrorKind", "error_kind", "kind_of_status", "error_response", "RETRY_AFTER_S", "TEI_PATHS"]
 
 RETRY_AFTER_S = 1
-TEI_PATHS = frozenset({"/embed", "/rerank", "/tokenize", "/info"})
+TEI_PATHS = frozenset({"/", "/embed", "/rerank", "/tokenize", "/info", "/similarity"})
 
 
 class ErrorKind(Enum):

@@ -1,13 +1,18 @@
-"""Ollama's embedding API (/api/embed, /api/embeddings), for the ollama client and the tools built on it."""
+"""Ollama's API as its clients and UIs use it: embeddings (/api/embed, /api/embeddings), and the
+listing calls a client makes first to pick a model (/api/tags, /api/show, /api/ps, /api/version)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from fastapi import APIRouter, Request
 
-from .schemas import OllamaEmbeddingsRequest, OllamaEmbedRequest
-from .state import State, as_list
+from .. import __version__
+from ..engine import ModelInfo
+from ..errors import NotFoundError
+from .schemas import OllamaEmbeddingsRequest, OllamaEmbedRequest, OllamaShowRequest
+from .state import AppState, State, as_list
 
 __all__ = ["router"]
 
@@ -32,3 +37,58 @@ async def ollama_embeddings(body: OllamaEmbeddingsRequest, request: Request,
     state.embedding_model(body.model)
     result = await state.until_disconnected(request, state.engine.embed([body.prompt], normalize=False))
     return {"embedding": result.vectors[0].tolist()}
+
+
+# ---------------------------------------------------------------- listing
+
+_STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _served(state: AppState) -> list[tuple[ModelInfo, str]]:
+    """(info, kind) of each served model: the embedding model, then the reranker if any."""
+    served = [(state.engine.embedding_info, "embedding")]
+    if state.engine.reranker_info is not None:
+        served.append((state.engine.reranker_info, "reranker"))
+    return served
+
+
+def _entry(state: AppState, info: ModelInfo) -> dict:
+    name = state.model_names(info)[0]
+    family = "qwen3" if info.kind.startswith("qwen3") else "bert"
+    return {"name": name, "model": name, "modified_at": _STARTED, "size": 0,
+            "digest": hashlib.sha256(name.encode()).hexdigest(),
+            "details": {"parent_model": "", "format": "gguf" if info.path.endswith(".gguf") else "safetensors",
+                        "family": family, "families": [family], "parameter_size": "",
+                        "quantization_level": info.dtype}}
+
+
+@router.get("/api/tags", tags=["Ollama"])
+async def ollama_tags(state: State) -> dict:
+    """The served models, as `ollama list` shows them."""
+    return {"models": [_entry(state, info) for info, _ in _served(state)]}
+
+
+@router.get("/api/ps", tags=["Ollama"])
+async def ollama_ps(state: State) -> dict:
+    """The loaded models (all of them, for as long as the server runs)."""
+    return {"models": [{**_entry(state, info), "expires_at": "9999-12-31T23:59:59Z", "size_vram": 0,
+                        "context_length": info.max_length} for info, _ in _served(state)]}
+
+
+@router.post("/api/show", tags=["Ollama"])
+async def ollama_show(body: OllamaShowRequest, state: State) -> dict:
+    for info, kind in _served(state):
+        if body.model in state.model_names(info) or body.model == info.name:
+            entry = _entry(state, info)
+            family = entry["details"]["family"]
+            return {"modelfile": "", "parameters": "", "template": "", "license": "", "modified_at": _STARTED,
+                    "details": entry["details"], "capabilities": [kind if kind == "embedding" else "completion"],
+                    "model_info": {"general.architecture": family, f"{family}.embedding_length": info.dimensions,
+                                   f"{family}.context_length": info.max_length}}
+    names = [state.model_names(info)[0] for info, _ in _served(state)]
+    raise NotFoundError(f"model {body.model!r} is not served here; the models are {', '.join(map(repr, names))}")
+
+
+@router.get("/api/version", tags=["Ollama"])
+async def ollama_version() -> dict:
+    return {"version": __version__}

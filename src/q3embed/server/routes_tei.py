@@ -9,9 +9,16 @@ import math
 from fastapi import APIRouter, Request
 
 from .. import __version__
-from ..engine import rank_scores
+from ..engine import rank_scores, similarity
 from ..errors import InputError
-from .schemas import TEIEmbedRequest, TEIRerankRequest, TEITokenizeRequest
+from .schemas import (
+    TEIEmbedRequest,
+    TEIRerankRequest,
+    TEIRootRequest,
+    TEISimilarityInputs,
+    TEISimilarityRequest,
+    TEITokenizeRequest,
+)
 from .state import State, as_list
 
 __all__ = ["router"]
@@ -43,6 +50,31 @@ async def tei_embed(body: TEIEmbedRequest, request: Request, state: State) -> li
         texts, query=_query_prompt(body.prompt_name), dimensions=body.dimensions,
         normalize=body.normalize, truncate=body.truncate))
     return result.vectors.tolist()
+
+
+@router.post("/similarity", tags=["TEI"])
+async def tei_similarity(body: TEISimilarityRequest, request: Request, state: State) -> list[float]:
+    _right_only(body.truncation_direction)
+    return await _similarity(body.inputs, body.truncate, body.prompt_name, request, state)
+
+
+async def _similarity(inputs: TEISimilarityInputs, truncate: bool, prompt_name: str | None, request: Request,
+                      state: State) -> list[float]:
+    """Cosine of each sentence with the source, all embedded alike (symmetric, as sentence-transformers)."""
+    texts = [inputs.source_sentence, *inputs.sentences]
+    state.check_count(len(texts), state.config.max_items_per_request, "sentences")
+    result = await state.until_disconnected(request, state.engine.embed(
+        texts, query=_query_prompt(prompt_name), truncate=truncate))
+    return similarity(result.vectors[:1], result.vectors[1:])[0].tolist()
+
+
+@router.post("/", tags=["TEI"])
+async def tei_root(body: TEIRootRequest, request: Request, state: State) -> list:
+    """What TEI answers at its base URL, which huggingface_hub's InferenceClient(model=URL) calls."""
+    _right_only(body.truncation_direction)
+    if isinstance(body.inputs, TEISimilarityInputs):
+        return await _similarity(body.inputs, body.truncate, body.prompt_name, request, state)
+    return await tei_embed(TEIEmbedRequest(**body.model_dump(exclude={"inputs"}), inputs=body.inputs), request, state)
 
 
 def _log_odds(probability: float) -> float:

