@@ -20,9 +20,9 @@ __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEF
            "GPU_BATCH_TOKENS"]
 
 # Tokens per packed forward pass when max_batch_tokens is None (auto). On a CPU a batch of 2,048
-# tokens ran faster than one of 8,192 (bench/batch_budget.py, AVX512-BF16, 0.6B: 412-506 vs 356-370
-# tokens/s, interleaved) and takes a few seconds instead of ~20, which is also how long a short
-# request can wait behind a long one; a GPU wants large batches.
+# tokens ran faster than one of 8,192 (bench/batch_budget.py, 2-core Xeon with AMX, 0.6B: 412-506
+# vs 356-370 tokens/s, interleaved) and takes a few seconds instead of ~20, which is also how long a
+# short request can wait behind a long one; a GPU wants large batches.
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 8192
 DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS  # what a QueueLimits holds before a device is known
