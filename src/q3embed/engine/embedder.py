@@ -53,7 +53,8 @@ class Embedder:
 
     def __init__(self, model: str | ModelOptions = "auto", **options: Any) -> None:
         """`model`: a directory, a .gguf file, a hub id or auto, or a whole ModelOptions; keyword
-        options are its fields: device, dtype, max_length, max_batch_tokens, compile, threads."""
+        options are its fields: device, dtype, max_length, max_batch_tokens, compile, threads,
+        special_tokens."""
         self.options = model_options(model, options)
         placement = place(self.options)
         self.max_batch_tokens = placement.max_batch_tokens

@@ -1,5 +1,6 @@
-"""text-embeddings-inference compatible routes (/embed, /rerank, /tokenize, /info), for the clients
-and integrations written against TEI (huggingface_hub's InferenceClient, LangChain, Haystack)."""
+"""text-embeddings-inference compatible routes (/embed, /rerank, /tokenize, /similarity, /info, and
+POST / at the base URL), for the clients and integrations written against TEI (huggingface_hub's
+InferenceClient, LangChain, Haystack)."""
 
 from __future__ import annotations
 
