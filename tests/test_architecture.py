@@ -4,6 +4,8 @@ the engine as a closed box, and configuration that never comes from the environm
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ ALLOWED = {
 ENVIRONMENT_READERS = {
     "cli/__init__.py": "the CLI turns Q3EMBED_* variables into flag defaults, once, in main()",
     "store/__init__.py": "the XDG base directory rule for the default store folder",
+    "weights/ollama.py": "OLLAMA_MODELS, where the user's Ollama keeps the models it pulled (Ollama's setting)",
     "distributed/__init__.py": "switches off Ray's usage report in the processes Ray starts",
 }
 
@@ -94,3 +97,13 @@ def test_every_error_derives_from_the_one_base():
 
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.Q3EmbedError), name
+
+
+def test_the_command_line_parses_and_answers_help_without_loading_torch():
+    """`q3embed --help` and argument errors answer in a fraction of a second: nothing a parser needs
+    may import torch (or transformers); models load in the handlers."""
+    script = ("import sys; from q3embed.cli import build_parser; import q3embed, q3embed.engine, "
+              "q3embed.server.config; build_parser(); heavy = sorted({'torch', 'transformers', 'faiss', 'pyarrow'} & set(sys.modules)); "
+              "print(','.join(heavy))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"building the CLI parser imported {loaded}"

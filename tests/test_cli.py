@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import q3embed.cli as cli
-import q3embed.cli.model_commands as cli_core
+import q3embed.engine
 from q3embed import Embedder, Reranker, similarity
 from q3embed.cli import main
 
@@ -43,8 +43,8 @@ def _load(cls: type, model: str, **kwargs) -> Embedder | Reranker:
 @pytest.fixture(autouse=True)
 def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI still builds its models from the flags it parsed; equal requests share one instance."""
-    monkeypatch.setattr(cli_core, "Embedder", lambda model, **kwargs: _load(Embedder, model, **kwargs))
-    monkeypatch.setattr(cli_core, "Reranker", lambda model, **kwargs: _load(Reranker, model, **kwargs))
+    monkeypatch.setattr(q3embed.engine, "Embedder", lambda model, **kwargs: _load(Embedder, model, **kwargs))
+    monkeypatch.setattr(q3embed.engine, "Reranker", lambda model, **kwargs: _load(Reranker, model, **kwargs))
 
 
 @pytest.fixture
@@ -333,7 +333,7 @@ def test_engine_warnings_go_to_stderr_unless_quiet(capsys, emb, monkeypatch):
         logging.getLogger("q3embed").warning("model auto -> %s", "somewhere")
         return _load(Embedder, *args, **kwargs)
 
-    monkeypatch.setattr(cli_core, "Embedder", warn_then_embed)
+    monkeypatch.setattr(q3embed.engine, "Embedder", warn_then_embed)
     code, out, err = run(capsys, "embed", "hello", *emb)
     assert code == 0 and err == "q3embed: model auto -> somewhere\n" and len(lines(out)) == 1
     code, out, err = run(capsys, "--quiet", "embed", "hello", *emb)

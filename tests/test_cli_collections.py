@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import q3embed.cli.collection_commands as cli_collections
+import q3embed.engine
 from q3embed import Embedder, Reranker
 from q3embed.cli import main
 
@@ -20,8 +20,8 @@ def clean_env_and_shared_models(monkeypatch, embedder, reranker, tiny_embedding_
         if name.startswith("Q3EMBED_"):
             monkeypatch.delenv(name)
     models = {str(tiny_embedding_dir): embedder}
-    monkeypatch.setattr(cli_collections, "Embedder", lambda options: models.get(options.model) or Embedder(options))
-    monkeypatch.setattr(cli_collections, "Reranker",
+    monkeypatch.setattr(q3embed.engine, "Embedder", lambda options: models.get(options.model) or Embedder(options))
+    monkeypatch.setattr(q3embed.engine, "Reranker",
                         lambda options: reranker if options.model == str(tiny_reranker_dir) else Reranker(options))
 
 

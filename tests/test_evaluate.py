@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-import q3embed.cli.eval_commands as cli_evaluate
+import q3embed.engine
 from q3embed import Embedder, InputError, NotFoundError, Reranker
 from q3embed.cli import main
-from q3embed.evaluate import EvalConfig, dataset_defaults, evaluate_beir, evaluate_run, exact_search, load_beir
+from q3embed.evaluate import (
+    EvalConfig,
+    dataset_defaults,
+    evaluate_beir,
+    evaluate_run,
+    exact_search,
+    load_beir,
+)
 from q3embed.evaluate.cache import EmbeddingCache, cache_key
 from q3embed.evaluate.encoding import encode_texts
 from q3embed.evaluate.mteb import MTEBEncoder
@@ -235,8 +242,8 @@ def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> None:
             key = (cls, model, *sorted((k, str(v)) for k, v in kwargs.items()))
             return _MODELS.setdefault(key, cls(model, **kwargs))
         return build
-    monkeypatch.setattr(cli_evaluate, "Embedder", cached(Embedder))
-    monkeypatch.setattr(cli_evaluate, "Reranker", cached(Reranker))
+    monkeypatch.setattr(q3embed.engine, "Embedder", cached(Embedder))
+    monkeypatch.setattr(q3embed.engine, "Reranker", cached(Reranker))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

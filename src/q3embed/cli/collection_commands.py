@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..engine import Embedder, Reranker
+from .. import engine  # its model classes load torch on first use, in the handlers
 from ..errors import ConfigurationError, InputError, ModelNotFoundError, NotFoundError, Q3EmbedError
 from ..pipeline import Collections, ReaderOptions, UpsertReport, count_source, read_source
 from ..pipeline.search import MAX_TOP_K
@@ -170,14 +170,14 @@ def _existing_info(cols: Collections, name: str) -> CollectionInfo | None:
         return None
 
 
-def _load_embedder(args: argparse.Namespace, info: CollectionInfo | None) -> Embedder:
+def _load_embedder(args: argparse.Namespace, info: CollectionInfo | None) -> "engine.Embedder":
     """`auto` means the model the collection was built with, when it exists and can be loaded."""
     if args.model == "auto" and info is not None:
         try:
-            return Embedder(model_options(args, info.model))
+            return engine.Embedder(model_options(args, info.model))
         except ModelNotFoundError:
             pass  # e.g. built with the bundled fallback model: auto finds it again, or check_model says why not
-    return Embedder(model_options(args))
+    return engine.Embedder(model_options(args))
 
 
 # ---------------------------------------------------------------- commands
@@ -241,7 +241,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         info = cols.store.collection_info(name)  # NotFoundError before any model loads
         cols.embedder = _load_embedder(args, info)
         if args.rerank:
-            cols.reranker = Reranker(model_options(args, args.reranker))
+            cols.reranker = engine.Reranker(model_options(args, args.reranker))
         result = cols.search(name, args.query, top_k=args.top_k, filter=args.filter, rerank=args.rerank,
                              candidates=args.candidates, instruction=args.instruction)
     write_jsonl({"rank": h.rank, "document_id": h.document_id, "chunk_index": h.chunk_index, "start": h.start,

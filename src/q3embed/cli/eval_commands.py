@@ -8,17 +8,19 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine import Embedder, ModelOptions, Reranker
+from .. import engine  # its model classes load torch on first use, in the handlers
 from ..errors import InputError
 from ..evaluate.beir import load_beir
 from ..evaluate.cache import DEFAULT_CACHE_DIR
-from ..evaluate.evaluation import EvalConfig, EvalReport, evaluate_beir, format_table
-from ..evaluate.parity import ParityConfig, ParityReport, check_parity, model_kind
 from ..weights.resolve import resolve_model
 from .common import DTYPES, PROG, add_model_flags, model_options, positive_int, subparser
 from .io import read_rerank_requests, read_texts
+
+if TYPE_CHECKING:  # evaluation and parity need torch: the handlers import them
+    from ..evaluate.evaluation import EvalConfig, EvalReport
+    from ..evaluate.parity import ParityReport
 
 __all__ = ["add_eval", "add_parity"]
 
@@ -110,6 +112,8 @@ def add_parity(sub: Any) -> None:
 
 
 def _eval_config(args: argparse.Namespace) -> EvalConfig:
+    from ..evaluate.evaluation import EvalConfig
+
     return EvalConfig(split=args.split, instruction=args.instruction, dimensions=args.dimensions,
                       top_k=args.top_k, rerank_candidates=args.candidates,
                       ignore_identical_ids=_IDENTICAL[args.ignore_identical_ids],
@@ -118,6 +122,8 @@ def _eval_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def _write_report(report: EvalReport, args: argparse.Namespace) -> None:
+    from ..evaluate.evaluation import format_table
+
     payload = json.dumps(report.to_json(), indent=2) + "\n"
     sys.stdout.write(payload if args.format == "json" else format_table(report))
     sys.stdout.flush()
@@ -130,6 +136,8 @@ def _write_report(report: EvalReport, args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """The dataset is read before the models load, so a wrong path fails in a moment."""
+    from ..evaluate.evaluation import evaluate_beir
+
     if args.data is None:
         raise InputError("--data DIR is required: a BEIR-format folder with corpus.jsonl, queries.jsonl "
                          "and qrels/<split>.tsv")
@@ -138,8 +146,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     dataset = load_beir(args.data, args.split)
     loaded = time.perf_counter()
-    embedder = Embedder(model_options(args))
-    reranker = Reranker(model_options(args, args.reranker)) if args.rerank else None
+    embedder = engine.Embedder(model_options(args))
+    reranker = engine.Reranker(model_options(args, args.reranker)) if args.rerank else None
     before = {"load": loaded - started, "models": time.perf_counter() - loaded}
     report = evaluate_beir(embedder, dataset, _eval_config(args), reranker, timings=before)
     _write_report(report, args)
@@ -181,7 +189,9 @@ def format_parity(report: ParityReport) -> str:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    options = ModelOptions(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
+    from ..evaluate.parity import ParityConfig, check_parity, model_kind
+
+    options = engine.ModelOptions(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
                            max_batch_tokens=args.max_batch_tokens, threads=args.threads)
     config = ParityConfig(options, kind=args.kind, instruction=args.instruction,
                           min_cosine=args.min_cosine, max_difference=args.max_difference)

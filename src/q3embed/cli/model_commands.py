@@ -7,15 +7,16 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from .. import __version__
-from ..engine import Embedder, Reranker, RerankResult, cpu_has_fast_bf16, similarity
+from .. import __version__, engine  # engine's names load torch on first use, in the handlers
 from .common import add_model_flags, add_query_flags, model_options, positive_int, subparser
 from .io import RerankRequest, check_output_path, collect_rerank_requests, collect_texts, write_embeddings, write_jsonl
+
+if TYPE_CHECKING:
+    from ..engine import RerankResult
 
 __all__ = ["add_embed", "add_rerank", "add_similarity", "add_info"]
 
@@ -105,7 +106,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """Checks the inputs and the output path before the model loads, so mistakes fail fast."""
     texts = collect_texts(args.texts, args.input)
     check_output_path(args.output)
-    embedder = Embedder(model_options(args))
+    embedder = engine.Embedder(model_options(args))
     vectors = embedder.encode(
         texts, query=args.query, instruction=args.instruction,
         dimensions=args.dimensions, normalize=not args.no_normalize, truncate=not args.no_truncate,
@@ -122,7 +123,7 @@ def _rerank_rows(request: RerankRequest, results: list[RerankResult], with_query
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Results are printed request by request, so a long --input file streams its output."""
     requests = collect_rerank_requests(args.query, args.documents, args.input)
-    reranker = Reranker(model_options(args))
+    reranker = engine.Reranker(model_options(args))
     for request in requests:
         results = reranker.rerank(request.query, request.documents, top_n=args.top_n,
                                   instruction=args.instruction, truncate=not args.no_truncate)
@@ -132,14 +133,14 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_similarity(args: argparse.Namespace) -> int:
     """The first text may be a query (asymmetric retrieval); the others are always documents."""
-    embedder = Embedder(model_options(args))
+    embedder = engine.Embedder(model_options(args))
     first = embedder.encode([args.first], query=args.query, instruction=args.instruction, dimensions=args.dimensions)
     others = embedder.encode(list(args.others), dimensions=args.dimensions)
     if args.matrix:
         vectors = np.concatenate([first, others])
-        write_jsonl(row.tolist() for row in similarity(vectors, vectors))
+        write_jsonl(row.tolist() for row in engine.similarity(vectors, vectors))
     else:
-        scores = similarity(first, others)[0].tolist()
+        scores = engine.similarity(first, others)[0].tolist()
         write_jsonl({"index": i, "text": text, "similarity": score}
                     for i, (text, score) in enumerate(zip(args.others, scores, strict=True), start=1))
     return 0
@@ -147,11 +148,14 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Loads the models for real: the point is to see what `auto` resolves to on this machine."""
+    import torch
+
     report: dict[str, Any] = {"q3embed_version": __version__, "torch_version": torch.__version__,
-                              "cuda_available": torch.cuda.is_available(), "cpu_has_fast_bf16": cpu_has_fast_bf16()}
-    report["model"] = asdict(Embedder(model_options(args)).info)
+                              "cuda_available": torch.cuda.is_available(),
+                              "cpu_has_fast_bf16": engine.cpu_has_fast_bf16()}
+    report["model"] = asdict(engine.Embedder(model_options(args)).info)
     if args.reranker is not None:
-        report["reranker"] = asdict(Reranker(model_options(args, args.reranker)).info)
+        report["reranker"] = asdict(engine.Reranker(model_options(args, args.reranker)).info)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -9,7 +9,6 @@ Backends are engine internals: the Embedder drives them, nothing outside engine/
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from torch import Tensor
@@ -19,32 +18,10 @@ from ..weights.loading import is_qwen3_model, load_qwen3
 from ..weights.resolve import AUTO, ResolvedModel, resolve_auto_embedding, resolve_model
 from ..weights.sentence_transformers import load_transformers_encoder
 from .device import Placement
+from .info import ModelInfo, TokenSpan
 from .options import ModelOptions
 
-__all__ = ["EmbeddingBackend", "ModelInfo", "TokenSpan", "load_embedding_backend"]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    path: str
-    kind: str  # "qwen3", "transformers", "qwen3-reranker" or "cosine-similarity"
-    dimensions: int
-    max_length: int
-    device: str
-    dtype: str
-    supports_instructions: bool
-
-
-@dataclass(frozen=True)
-class TokenSpan:
-    """One token as TEI's /tokenize shows it."""
-
-    id: int
-    text: str  # the characters of the input this token covers ("" for added special tokens)
-    special: bool
-    start: int  # character offsets into the input
-    stop: int
+__all__ = ["EmbeddingBackend", "load_embedding_backend"]
 
 
 class EmbeddingBackend(Protocol):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ConfigurationError
+from .options import COMPILE_MODES
 
 if TYPE_CHECKING:
     from .options import ModelOptions
@@ -76,7 +77,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         ) from None
 
 
-COMPILE_MODES = ("auto", "on", "off")
 # auto compiles once a model has run this many tokens: a one-shot command never pays the compile
 # (3-5 s with a warm on-disk cache, ~16 s cold, 0.6B on 2 cores), a long job earns it back in about
 # a minute at ~12% faster, and a server compiles at start-up (Engine.start), before any request.

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..model.heads import matryoshka
-from .backend import EmbeddingBackend, ModelInfo, TokenSpan, load_embedding_backend
+from .backend import EmbeddingBackend, load_embedding_backend
 from .device import place
+from .info import ModelInfo, TokenSpan
 from .inputs import check_dimensions, check_text, check_texts
 from .jobs import EmbedJob, run_jobs
 from .options import ModelOptions, model_options

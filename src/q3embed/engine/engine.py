@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigurationError, NotFoundError
-from .backend import ModelInfo, TokenSpan
 from .embedder import Embedder
+from .info import ModelInfo, TokenSpan
 from .jobs import BatchObserver, EmbedJob
 from .options import EngineOptions, QueueLimits
 from .reranker import Reranker

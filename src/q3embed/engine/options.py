@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, RequestTooLargeError
 
+if TYPE_CHECKING:  # torch is imported where a model is placed, not where options are written
+    import torch
+
 __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
-           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES", "CPU_BATCH_TOKENS",
-           "GPU_BATCH_TOKENS"]
+           "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES", "COMPILE_MODES",
+           "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS"]
 
 # Tokens per packed forward pass when max_batch_tokens is None (auto). On a CPU a batch of 2,048
 # tokens ran faster than one of 8,192 (bench/batch_budget.py, 2-core Xeon with AMX, 0.6B: 412-506
@@ -27,6 +28,7 @@ CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 8192
 DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS  # what a QueueLimits holds before a device is known
 SPECIAL_TOKEN_MODES = ("parse", "plain")
+COMPILE_MODES = ("auto", "on", "off")  # see engine/device.resolve_compile
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
 # (413), since even interleaved with other clients' batches they would hold memory for minutes.

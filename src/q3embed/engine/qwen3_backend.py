@@ -11,9 +11,9 @@ from ..model.kernels import KernelSchedule
 from ..text.prompts import query_text
 from ..weights.checkpoint import LoadedQwen3
 from ..weights.resolve import ResolvedModel
-from .backend import ModelInfo, TokenSpan
 from .batch import pack
 from .device import Placement, dtype_name
+from .info import ModelInfo, TokenSpan
 
 __all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info"]
 
@@ -21,7 +21,8 @@ __all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info"]
 def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement, kind: str) -> ModelInfo:
     return ModelInfo(name=resolved.name, path=str(resolved.path), kind=kind, dimensions=loaded.config.hidden_size,
                      max_length=loaded.tokenizer.max_length, device=str(placement.device),
-                     dtype=dtype_name(placement.dtype), supports_instructions=True)
+                     dtype=dtype_name(placement.dtype), supports_instructions=True,
+                     aliases=resolved.aliases)
 
 
 class Qwen3EmbeddingBackend:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -22,10 +22,10 @@ from ..text.tokenizer import MAX_LENGTH_DEFAULT
 from ..weights.checkpoint import LoadedQwen3
 from ..weights.loading import is_qwen3_model, load_qwen3
 from ..weights.resolve import AUTO, QWEN3_RERANKER_DEFAULT, ResolvedModel, resolve_model
-from .backend import ModelInfo
 from .batch import pack, shared_prefix_length
 from .device import Placement, place
 from .embedder import Embedder
+from .info import ModelInfo
 from .inputs import check_text, check_texts, check_top_n
 from .jobs import RerankJob, run_jobs
 from .options import ModelOptions, model_options
@@ -129,9 +129,10 @@ class Qwen3RerankScorer:
 class EmbeddingSimilarityScorer:
     """The offline fallback of `auto`: cosine similarity of query and document embeddings."""
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder, aliases: tuple[str, ...] = ()) -> None:
+        """aliases: the reranker names this scorer answers to (`auto` and the model it stands for)."""
         self.embedder = embedder
-        self.info = ModelInfo(**{**embedder.info.__dict__, "kind": "cosine-similarity"})
+        self.info = ModelInfo(**{**embedder.info.__dict__, "kind": "cosine-similarity", "aliases": aliases})
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
                  truncate: bool) -> PreparedRerank:
@@ -173,9 +174,9 @@ def _auto_scorer(options: ModelOptions, placement: Placement, reuse_prefix: bool
             "reranker auto -> cosine similarity with %s, because %s is not available (%s)",
             embedder.info.name, QWEN3_RERANKER_DEFAULT, str(exc).split(". ")[0],
         )
-        return EmbeddingSimilarityScorer(embedder)
+        return EmbeddingSimilarityScorer(embedder, aliases=(AUTO, QWEN3_RERANKER_DEFAULT))
     log.warning("reranker auto -> %s (%s)", QWEN3_RERANKER_DEFAULT, resolved.reason)
-    return _qwen3_scorer(resolved, options, placement, reuse_prefix)
+    return _qwen3_scorer(replace(resolved, aliases=(AUTO,)), options, placement, reuse_prefix)
 
 
 class Reranker:

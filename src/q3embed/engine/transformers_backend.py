@@ -11,8 +11,8 @@ from ..errors import InputError
 from ..model.heads import pool_padded
 from ..weights.resolve import ResolvedModel
 from ..weights.sentence_transformers import LoadedEncoder
-from .backend import ModelInfo, TokenSpan
 from .device import Placement, dtype_name
+from .info import ModelInfo, TokenSpan
 
 __all__ = ["TransformersBackend"]
 
@@ -29,7 +29,7 @@ class TransformersBackend:
         self.info = ModelInfo(
             name=resolved.name, path=str(resolved.path), kind="transformers", dimensions=loaded.dimensions,
             max_length=self.settings.max_length, device=str(placement.device), dtype=dtype_name(placement.dtype),
-            supports_instructions="query" in self.settings.prompts,
+            supports_instructions="query" in self.settings.prompts, aliases=resolved.aliases,
         )
 
     def query_text(self, text: str, instruction: str | None) -> str:

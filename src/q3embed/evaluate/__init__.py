@@ -12,12 +12,22 @@
 - `run`: the whole evaluation (`evaluate_beir`) and its report
 - `mteb`: `MTEBEncoder`, a q3embed model for the `mteb` package (imported on demand)
 - `parity`: our engine against the transformers reference (`check_parity`)
+
+Its names are imported on first use (lazy_loader), so importing one module of this package
+does not import the others (and torch).
 """
 
-from .beir import BeirDataset, DatasetDefaults, dataset_defaults, document_text, load_beir
-from .evaluation import EvalConfig, EvalReport, evaluate_beir, format_table
-from .metrics import DEFAULT_MEASURES, QueryScores, evaluate_run, rank
-from .retrieval import exact_search
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
+if TYPE_CHECKING:
+    from .beir import BeirDataset, DatasetDefaults, dataset_defaults, document_text, load_beir
+    from .evaluation import EvalConfig, EvalReport, evaluate_beir, format_table
+    from .metrics import DEFAULT_MEASURES, QueryScores, evaluate_run, rank
+    from .retrieval import exact_search
 
 __all__ = [
     "BeirDataset",
@@ -35,3 +45,16 @@ __all__ = [
     "format_table",
     "exact_search",
 ]
+
+_LAZY = {
+    "beir": ["BeirDataset", "DatasetDefaults", "dataset_defaults", "document_text", "load_beir"],
+    "evaluation": ["EvalConfig", "EvalReport", "evaluate_beir", "format_table"],
+    "metrics": ["DEFAULT_MEASURES", "QueryScores", "evaluate_run", "rank"],
+    "retrieval": ["exact_search"],
+}
+__getattr__, _, _ = lazy_loader.attach(__name__, submod_attrs=_LAZY)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+

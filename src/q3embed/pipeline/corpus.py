@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import Embedder, ModelOptions, check_dimensions, check_text
+from ..engine import ModelOptions, check_dimensions, check_text
 from ..errors import InputError
 from .corpus_read import CorpusFields, CorpusPlan, RowBlock, plan_corpus, read_shard
 from .corpus_write import (
@@ -31,6 +31,9 @@ from .corpus_write import (
     shard_row_count,
     write_shard,
 )
+
+if TYPE_CHECKING:  # the model (and torch) loads when a job runs, not when the CLI builds its parser
+    from ..engine import Embedder
 
 __all__ = ["CorpusJob", "CorpusReport", "Progress", "embed_texts", "load_embedder", "plan_job",
            "embed_corpus", "done_rows", "DEFAULT_SHARD_SIZE", "DEFAULT_BATCH_ROWS"]
@@ -75,6 +78,8 @@ class CorpusReport:
 
 
 def load_embedder(options: ModelOptions) -> Embedder:
+    from ..engine import Embedder
+
     return Embedder(options)
 
 

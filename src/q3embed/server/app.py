@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..engine import Engine
 from ..errors import ClientDisconnected, Q3EmbedError
-from . import routes_collections, routes_ollama, routes_openai, routes_rerank, routes_tei
+from . import routes_collections, routes_ollama, routes_openai, routes_rerank, routes_tei, routes_weaviate
 from .config import ServerConfig
 from .http_errors import ErrorKind, error_kind, error_response, kind_of_status
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, ShutdownMiddleware
@@ -63,10 +63,10 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     # and would show a blank page; the schemas FastAPI writes render under 3.0 as they are.
     app = FastAPI(title="q3embed", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Qwen3-Embedding and Qwen3-Reranker over the OpenAI, Cohere/Jina, TEI and "
-                  "Ollama APIs.")
+                  "Ollama APIs, and Weaviate's inference-container contracts.")
     app.openapi_version = OPENAPI_VERSION
     app.state.q3embed = AppState(engine, config, metrics)
-    for routes in (routes_openai, routes_rerank, routes_tei, routes_ollama, routes_collections):
+    for routes in (routes_openai, routes_rerank, routes_tei, routes_ollama, routes_weaviate, routes_collections):
         app.include_router(routes.router)
     _add_ops_routes(app)
     _add_error_handlers(app)

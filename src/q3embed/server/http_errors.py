@@ -4,6 +4,7 @@ error -> ErrorKind -> status, and the error body each API family's clients expec
     OpenAI, Cohere/Jina (/v1/...)   {"error": {"message", "type", "param", "code"}}
     TEI (/embed, /rerank, ...)      {"error": "...", "error_type": "Validation"}
     Ollama (/api/...)               {"error": "..."}
+    Weaviate (/weaviate/...)        {"error": "..."}
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def kind_of_status(status: int) -> ErrorKind:
 def error_response(path: str, kind: ErrorKind, message: str) -> JSONResponse:
     """The error body in the shape of the API family that `path` belongs to."""
     headers = {"Retry-After": str(RETRY_AFTER_S)} if kind is ErrorKind.OVERLOADED else None
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", "/weaviate/")):
         body: dict = {"error": message}
     elif path in TEI_PATHS:
         body = {"error": message, "error_type": kind.tei_type}

@@ -25,11 +25,12 @@ def serve(config: ServerConfig) -> None:
 
     print(f"q3embed serve: configuration {json.dumps(config.printable(), default=str)}", file=sys.stderr, flush=True)
     engine = Engine.load(config.engine)
-    for what, info in (("model", engine.embedding_info), ("reranker", engine.reranker_info)):
-        if info is not None:
-            print(f"q3embed serve: {what} {info.name} ({info.kind}, {info.dimensions} dims, {info.dtype} "
-                  f"on {info.device})", file=sys.stderr, flush=True)
     app = create_app(engine, config)
+    for served in app.state.q3embed.served_models():
+        info = served.info
+        does = " and ".join(served.kinds) + (f" by {served.rerank_by}" if served.rerank_by else "")
+        print(f"q3embed serve: {does}: {info.name} ({info.kind}, {info.dimensions} dims, {info.dtype} on "
+              f"{info.device}); answers to {', '.join(map(repr, served.names))}", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_level=config.log_level,
         timeout_graceful_shutdown=int(config.graceful_timeout_s) or None))

@@ -18,8 +18,9 @@ from .prometheus import Metrics
 
 __all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware", "ShutdownMiddleware", "OPEN_PATHS"]
 
-# Reachable without a key: liveness probes and the API docs.
-OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+# Reachable without a key: liveness probes (ours, and Weaviate's, which sends no key) and the API docs.
+OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"} | {
+    f"/weaviate{task}/.well-known/{probe}" for task in ("", "/query", "/passage") for probe in ("live", "ready")})
 OPEN_PREFIXES = ("/docs/static/",)
 
 

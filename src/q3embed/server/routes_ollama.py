@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 
 from .. import __version__
-from ..engine import ModelInfo
 from ..errors import NotFoundError
 from .schemas import OllamaEmbeddingsRequest, OllamaEmbedRequest, OllamaShowRequest
-from .state import AppState, State, as_list
+from .state import ServedModel, State, as_list
 
 __all__ = ["router"]
 
@@ -44,20 +44,12 @@ async def ollama_embeddings(body: OllamaEmbeddingsRequest, request: Request,
 _STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _served(state: AppState) -> list[tuple[ModelInfo, str]]:
-    """(info, kind) of each served model: the embedding model, then the reranker if any."""
-    served = [(state.engine.embedding_info, "embedding")]
-    if state.engine.reranker_info is not None:
-        served.append((state.engine.reranker_info, "reranker"))
-    return served
-
-
-def _entry(state: AppState, info: ModelInfo) -> dict:
-    name = state.model_names(info)[0]
+def _entry(served: ServedModel) -> dict:
+    info, name = served.info, served.names[0]
     family = "qwen3" if info.kind.startswith("qwen3") else "bert"
     return {"name": name, "model": name, "modified_at": _STARTED, "size": 0,
             "digest": hashlib.sha256(name.encode()).hexdigest(),
-            "details": {"parent_model": "", "format": "gguf" if info.path.endswith(".gguf") else "safetensors",
+            "details": {"parent_model": "", "format": "gguf" if Path(info.path).is_file() else "safetensors",
                         "family": family, "families": [family], "parameter_size": "",
                         "quantization_level": info.dtype}}
 
@@ -65,27 +57,30 @@ def _entry(state: AppState, info: ModelInfo) -> dict:
 @router.get("/api/tags", tags=["Ollama"])
 async def ollama_tags(state: State) -> dict:
     """The served models, as `ollama list` shows them."""
-    return {"models": [_entry(state, info) for info, _ in _served(state)]}
+    return {"models": [_entry(served) for served in state.served_models()]}
 
 
 @router.get("/api/ps", tags=["Ollama"])
 async def ollama_ps(state: State) -> dict:
     """The loaded models (all of them, for as long as the server runs)."""
-    return {"models": [{**_entry(state, info), "expires_at": "9999-12-31T23:59:59Z", "size_vram": 0,
-                        "context_length": info.max_length} for info, _ in _served(state)]}
+    return {"models": [{**_entry(served), "expires_at": "9999-12-31T23:59:59Z", "size_vram": 0,
+                        "context_length": served.info.max_length} for served in state.served_models()]}
 
 
 @router.post("/api/show", tags=["Ollama"])
 async def ollama_show(body: OllamaShowRequest, state: State) -> dict:
-    for info, kind in _served(state):
-        if body.model in state.model_names(info) or body.model == info.name:
-            entry = _entry(state, info)
+    models = state.served_models()
+    for served in models:
+        if body.model in served.names or body.model == served.info.name:
+            entry, info = _entry(served), served.info
             family = entry["details"]["family"]
+            # Ollama's capability names: a reranker has none of them (it cannot chat or embed).
+            capabilities = ["embedding"] if "embedding" in served.kinds else []
             return {"modelfile": "", "parameters": "", "template": "", "license": "", "modified_at": _STARTED,
-                    "details": entry["details"], "capabilities": [kind if kind == "embedding" else "completion"],
+                    "details": entry["details"], "capabilities": capabilities,
                     "model_info": {"general.architecture": family, f"{family}.embedding_length": info.dimensions,
                                    f"{family}.context_length": info.max_length}}
-    names = [state.model_names(info)[0] for info, _ in _served(state)]
+    names = [served.names[0] for served in models]
     raise NotFoundError(f"model {body.model!r} is not served here; the models are {', '.join(map(repr, names))}")
 
 

@@ -38,9 +38,13 @@ async def create_embeddings(body: EmbeddingRequest, request: Request,
 
 @router.get("/v1/models", tags=["OpenAI"])
 async def list_models(state: State) -> dict:
-    infos = [state.engine.embedding_info, state.engine.reranker_info]
-    data = [{"id": state.model_names(info)[0], "object": "model", "created": 0, "owned_by": "q3embed",
-             "kind": "reranker" if info is state.engine.reranker_info else "embedding",
-             "dimensions": info.dimensions, "max_length": info.max_length, "aliases": state.model_names(info)[1:]}
-            for info in infos if info is not None]
+    """Each served model once, with what it does and every name it answers to."""
+    data = []
+    for served in state.served_models():
+        entry = {"id": served.names[0], "object": "model", "created": 0, "owned_by": "q3embed",
+                 "kind": served.kinds[0], "kinds": list(served.kinds), "aliases": served.names[1:],
+                 "dimensions": served.info.dimensions, "max_length": served.info.max_length}
+        if served.rerank_by:
+            entry["rerank_by"] = served.rerank_by
+        data.append(entry)
     return {"object": "list", "data": data}

@@ -26,6 +26,9 @@ __all__ = [
     "OllamaEmbedRequest",
     "OllamaEmbeddingsRequest",
     "OllamaShowRequest",
+    "WeaviateRerankRequest",
+    "WeaviateVectorConfig",
+    "WeaviateVectorsRequest",
 ]
 
 
@@ -186,3 +189,37 @@ class OllamaEmbeddingsRequest(_Request):
 
 class OllamaShowRequest(_Request):
     model: str = Field(description="A served model's name, as /api/tags lists it.")
+
+
+# ---------------------------------------------------------------- Weaviate inference containers
+
+
+class WeaviateVectorConfig(_Request):
+    # Weaviate sends its module's pooling setting ("masked_mean" by default); the model's own
+    # pooling (the last token for Qwen3) is what its embeddings mean, so it is read and not applied.
+    pooling_strategy: str | None = None
+    task_type: Literal["query", "passage"] | None = Field(
+        None, description="'query' embeds in the model's query instruction; 'passage' (or none) as a document.")
+    dimensions: int | None = Field(None, description="Matryoshka output size.")
+
+
+class WeaviateVectorsRequest(_Request):
+    """text2vec-transformers' body: one `text`, or a batch of `texts` (newer Weaviate versions)."""
+
+    text: str | None = None
+    texts: list[str] | None = None
+    config: WeaviateVectorConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WeaviateVectorsRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("send `text` (one string) or `texts` (a list of strings), not both or neither")
+        return self
+
+
+class WeaviateRerankRequest(_Request):
+    """reranker-transformers' body: a query and the documents to score (`property` is unused there too)."""
+
+    query: str
+    documents: list[str] | None = None
+    property: str | None = None

