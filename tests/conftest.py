@@ -46,3 +46,11 @@ def private_data_home(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = saved
+
+
+@pytest.fixture()
+def hubs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Offline model hubs with empty caches in tmp_path (see tests/hubs.py): no test reaches the network."""
+    from hubs import install_fake_hubs
+
+    return install_fake_hubs(monkeypatch, tmp_path / "hubs")

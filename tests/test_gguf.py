@@ -15,19 +15,24 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 from tokenizers import Tokenizer
 
 import q3embed.weights.gguf as gguf_weights
 import q3embed.weights.resolve as resolve
 from q3embed import CheckpointError, Embedder, ModelNotFoundError, Reranker
 from q3embed.cli import main
-from q3embed.testing.checkpoints import ENDOFTEXT_ID, CheckpointSpec, build_checkpoint, qwen_tokenizer_dir
+from q3embed.testing.checkpoints import (
+    ENDOFTEXT_ID,
+    CheckpointSpec,
+    build_checkpoint,
+    qwen_tokenizer_dir,
+)
 from q3embed.testing.gguf_writer import write_gguf
 from q3embed.text.gguf_tokenizer import tokenizer_from_gguf
 from q3embed.text.prompts import RERANK_PREFIX, RERANK_SUFFIX, query_text
 from q3embed.text.tokenizer import Qwen3Tokenizer
 from q3embed.weights.gguf_file import GgufFile
-from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
 Q = gguf.GGMLQuantizationType
 ENDOFTEXT = ENDOFTEXT_ID
@@ -276,14 +281,16 @@ def test_k_quant_blocks_decode_to_the_ggml_layout(tmp_path, qtype, block, expect
 # ---------------------------------------------------------------- hub names
 
 
-def test_hub_gguf_name_picks_the_file_of_that_quantization(tmp_path, monkeypatch):
+def test_hub_gguf_name_picks_the_file_of_that_quantization(tmp_path, hubs):
+    repo = tmp_path / "repo"
+    repo.mkdir()
     for name in ("Model-f16.gguf", "Model-Q8_0.gguf", "Model-Q4_K_M.gguf", "README.md"):
-        (tmp_path / name).write_bytes(b"GGUF")
-    asked = []
-    monkeypatch.setattr(resolve, "_download", lambda repo, rev, patterns, quant: asked.append(patterns) or tmp_path)
+        (repo / name).write_bytes(b"GGUF")
+    hubs.publish("huggingface", "owner/Model-GGUF", repo)
     assert resolve.resolve_model("owner/Model-GGUF:F16").path.name == "Model-f16.gguf"
     assert resolve.resolve_model("owner/Model-GGUF:Q8_0").path.name == "Model-Q8_0.gguf"
-    assert "*Q8_0.gguf" in asked[-1] and "*q8_0.gguf" in asked[-1]
+    patterns = hubs.downloads[-1][2]["allow_patterns"]
+    assert "*Q8_0.gguf" in patterns and "*q8_0.gguf" in patterns
     with pytest.raises(ModelNotFoundError, match="has 0 GGUF files for Q5_K_M"):
         resolve.resolve_model("owner/Model-GGUF:Q5_K_M")
 

@@ -121,11 +121,11 @@ def test_missing_local_path_is_a_clear_error(tmp_path):
         Embedder(str(tmp_path / "nowhere"), device="cpu")
 
 
-def test_unreachable_hub_names_the_model_and_how_to_pass_a_path():
-    # An id that exists nowhere: offline it fails to connect, online the hub answers 404/401.
+def test_unreachable_hub_names_the_model_and_how_to_pass_a_path(hubs):
     with pytest.raises(ModelNotFoundError) as caught:
         Embedder("q3embed-tests/no-such-model", device="cpu")
     message = str(caught.value)
-    assert "'q3embed-tests/no-such-model' is not in the Hugging Face cache" in message
+    assert "'q3embed-tests/no-such-model' is not in any local cache and could not be downloaded" in message
+    assert "hf download q3embed-tests/no-such-model --local-dir ./no-such-model" in message
     assert "--model ./no-such-model" in message
     assert "\n" not in message

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from hubs import install_fake_hubs
 
 from q3embed.engine import Engine, EngineOptions
-from q3embed.errors import ModelNotFoundError
 from q3embed.server.app import create_app
 from q3embed.server.config import ServerConfig
 from q3embed.testing.server import running_server
@@ -44,13 +44,10 @@ CURL_EXAMPLES = [command for block in _blocks(_section("## HTTP server"), "bash"
 
 
 @pytest.fixture(scope="module")
-def make_run_server():
-    """`q3embed serve` with its defaults, where the hub cannot be reached (as in CI, and offline)."""
-    def offline(repo_id: str, *args, **kwargs):
-        raise ModelNotFoundError(f"model '{repo_id}' is not in the Hugging Face cache and could not be downloaded")
-
+def make_run_server(tmp_path_factory):
+    """`q3embed serve` with its defaults, where the hubs cannot be reached (as in CI, and offline)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("q3embed.weights.resolve._download", offline)  # no test may reach the network
+        install_fake_hubs(patch, tmp_path_factory.mktemp("hubs"))  # empty caches, no network
         engine = Engine.load(EngineOptions())
     with running_server(create_app(engine, ServerConfig())) as url:
         yield url

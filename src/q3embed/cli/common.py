@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..engine import COMPILE_MODES, CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, SPECIAL_TOKEN_MODES, ModelOptions
+from ..weights.hubs import HUB_NAMES
 from .env import ENV_PREFIX
 
 __all__ = ["PROG", "DTYPES", "positive_int", "non_negative_int", "add_model_flags", "add_query_flags", "subparser",
@@ -39,10 +40,12 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
     """The flags that pick and place a model; the same on every command so scripts can share them."""
     model = parser.add_argument(
         "--model", metavar="MODEL", default="auto",
-        help=f"{what} model: a local directory, a Hugging Face id, or auto (default: auto; "
+        help=f"{what} model: a local directory or .gguf file; a hub id (repo:QUANT for one GGUF file; "
+        "modelscope:ID or huggingface:ID picks the hub), found in the local caches before any download; "
+        "ollama:NAME[:TAG] for a model Ollama has pulled; or auto (default: auto; "
         + ("Qwen/Qwen3-Reranker-0.6B if cached or downloadable, else cosine similarity of embeddings)"
            if what == "reranker" else
-           "Qwen/Qwen3-Embedding-0.6B if cached or downloadable, else the bundled all-MiniLM-L6-v2)"))
+           "Qwen/Qwen3-Embedding-0.6B if in any cache or downloadable, else the bundled all-MiniLM-L6-v2)"))
     if what == "reranker":
         model.env_var = ENV_PREFIX + "RERANKER"  # type: ignore[attr-defined]  # Q3EMBED_MODEL names the embedder
     parser.add_argument("--device", metavar="DEVICE", default="auto",
@@ -66,6 +69,10 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
     parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for the model (default: every CPU this process may use, "
                         "container quota included)")
+    parser.add_argument("--hub", choices=HUB_NAMES, default="huggingface",
+                        help="where a bare hub id downloads from; both hubs' caches are searched first either "
+                        "way: huggingface (HF_ENDPOINT names a mirror) or modelscope (needs "
+                        "pip install 'q3embed[modelscope]') (default: huggingface)")
 
 
 def subparser(sub: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -90,4 +97,5 @@ def model_options(args: argparse.Namespace, model: str | None = None) -> ModelOp
     return ModelOptions(model=args.model if model is None else model, device=args.device, dtype=args.dtype,
                         max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
                         compile=getattr(args, "compile", "auto"), threads=args.threads,
-                        special_tokens=getattr(args, "special_tokens_in_text", "parse"))
+                        special_tokens=getattr(args, "special_tokens_in_text", "parse"),
+                        hub=getattr(args, "hub", "huggingface"))

@@ -17,13 +17,17 @@ def add_serve(sub: Any) -> None:
     p = subparser(sub, "serve", "serve the models over HTTP (OpenAI, Cohere/Jina, TEI, Ollama APIs)",
                   "Serve one embedding model and optionally one reranker over HTTP:\n"
                   "  POST /v1/embeddings (OpenAI)   POST /v1/rerank (Cohere/Jina)\n"
-                  "  POST /embed /rerank /tokenize (TEI)   POST /api/embed (Ollama)\n"
+                  "  POST / /embed /rerank /tokenize /similarity (TEI)   POST /api/embed, GET /api/tags (Ollama)\n"
+                  "  /weaviate/vectors /weaviate/rerank (Weaviate's transformers modules)\n"
                   "  /v1/collections/... (create, documents, search)\n"
                   "  GET /v1/models /health /metrics /docs\n"
+                  "The model answers to its name, `auto` and the model auto stands for, its Ollama name\n"
+                  "and every --served-model-name; start-up prints them.\n"
                   "Requests of all clients are batched together under --max-batch-tokens; when more\n"
                   "than --max-queued-requests wait, new ones get 429 with Retry-After.",
                   "  q3embed serve\n"
                   "  q3embed serve --model Qwen/Qwen3-Embedding-0.6B --reranker Qwen/Qwen3-Reranker-0.6B\n"
+                  "  q3embed serve --model ollama:qwen3-embedding:0.6b   (a model Ollama has pulled)\n"
                   "  q3embed serve --host 0.0.0.0 --port 8080 --api-key $SECRET --no-reranker\n"
                   "  q3embed serve --ray --replicas 2 --no-reranker\n"
                   "  q3embed serve --ray auto --replicas 8 --host 0.0.0.0 --milvus-uri http://milvus:19530")

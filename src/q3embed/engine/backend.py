@@ -58,7 +58,8 @@ def load_embedding_backend(options: ModelOptions, placement: Placement) -> Embed
     from .transformers_backend import TransformersBackend
 
     model = options.model
-    resolved: ResolvedModel = resolve_auto_embedding() if model == AUTO else resolve_model(model)
+    resolved: ResolvedModel = (resolve_auto_embedding(options.hub) if model == AUTO
+                               else resolve_model(model, hub=options.hub))
     if is_qwen3_model(resolved.path):
         length = options.max_length or MAX_LENGTH_DEFAULT
         loaded = load_qwen3(resolved.path, max_length=length, dtype=placement.dtype, device=placement.device)

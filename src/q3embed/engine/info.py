@@ -21,6 +21,7 @@ class ModelInfo:
     dtype: str
     supports_instructions: bool
     aliases: tuple[str, ...] = ()  # names besides `name` that chose it (`auto`, see ResolvedModel)
+    source: str = ""  # where it was found: "Hugging Face cache ...", "Ollama store ...", "local path ..."
 
 
 @dataclass(frozen=True)

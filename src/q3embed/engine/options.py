@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, RequestTooLargeError
+from ..weights.hubs import HUB_NAMES
 
 if TYPE_CHECKING:  # torch is imported where a model is placed, not where options are written
     import torch
@@ -47,8 +48,13 @@ class ModelOptions:
     # "<|im_end|>" typed in a text: parse = the control token, as the model card's tokenizer call does
     # (parity); plain = the characters, so an untrusted document cannot close the reranker's prompt
     special_tokens: str = "parse"
+    # where a bare hub id downloads from (its cache is searched first, then the other hub's):
+    # huggingface (HF_ENDPOINT names a mirror) or modelscope (pip install 'q3embed[modelscope]')
+    hub: str = "huggingface"
 
     def __post_init__(self) -> None:
+        if self.hub not in HUB_NAMES:
+            raise ConfigurationError(f"hub must be one of {', '.join(HUB_NAMES)}, got {self.hub!r}")
         if self.special_tokens not in SPECIAL_TOKEN_MODES:
             raise ConfigurationError(f"special_tokens must be one of {', '.join(SPECIAL_TOKEN_MODES)}, "
                                      f"got {self.special_tokens!r}")

@@ -167,7 +167,7 @@ def _qwen3_scorer(resolved: ResolvedModel, options: ModelOptions, placement: Pla
 def _auto_scorer(options: ModelOptions, placement: Placement, reuse_prefix: bool,
                  embedder: Embedder | None) -> RerankScorer:
     try:
-        resolved = resolve_model(QWEN3_RERANKER_DEFAULT)
+        resolved = resolve_model(QWEN3_RERANKER_DEFAULT, hub=options.hub)
     except ModelNotFoundError as exc:
         embedder = embedder or Embedder(options.with_model(AUTO))
         log.warning(
@@ -199,7 +199,8 @@ class Reranker:
         if self.options.model == AUTO:
             self._scorer = _auto_scorer(self.options, placement, reuse_prefix, embedder)
         else:
-            self._scorer = _qwen3_scorer(resolve_model(self.options.model), self.options, placement, reuse_prefix)
+            resolved = resolve_model(self.options.model, hub=self.options.hub)
+            self._scorer = _qwen3_scorer(resolved, self.options, placement, reuse_prefix)
         self.info: ModelInfo = self._scorer.info
 
     def warm_up(self) -> None:

@@ -30,6 +30,7 @@ class TransformersBackend:
             name=resolved.name, path=str(resolved.path), kind="transformers", dimensions=loaded.dimensions,
             max_length=self.settings.max_length, device=str(placement.device), dtype=dtype_name(placement.dtype),
             supports_instructions="query" in self.settings.prompts, aliases=resolved.aliases,
+            source=resolved.reason,
         )
 
     def query_text(self, text: str, instruction: str | None) -> str:

@@ -108,7 +108,8 @@ def write_document(db: sqlite3.Connection, doc: DocumentRecord) -> tuple[int, li
         added = []
         for c in doc.chunks:
             cursor = db.execute(
-                "INSERT INTO chunks (doc_id, idx, start_char, end_char, tokens, text, vector) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks (doc_id, idx, start_char, end_char, tokens, text, vector) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (doc.id, c.index, c.start, c.end, c.tokens, c.text, np.asarray(c.vector, "<f4").tobytes()))
             added.append(int(cursor.lastrowid))
     return version, removed, added

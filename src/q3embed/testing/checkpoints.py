@@ -69,7 +69,8 @@ def with_eos_post_processor(tokenizer_json: dict) -> dict:
             {"Sequence": {"id": "B", "type_id": 1}},
             {"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}},
         ],
-        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [ENDOFTEXT_ID], "tokens": ["<|endoftext|>"]}},
+        "special_tokens": {
+            "<|endoftext|>": {"id": "<|endoftext|>", "ids": [ENDOFTEXT_ID], "tokens": ["<|endoftext|>"]}},
     }
     fixed["post_processor"] = {"type": "Sequence", "processors": [fixed["post_processor"], append_eos]}
     return fixed

@@ -1,0 +1,84 @@
+"""One interactive query, in-process: its latency against the hardware bound measured in the same run.
+
+    cd bench && python single_query.py [--shape 0.6B] [--rounds 30] [--compile auto]
+
+The bound of one forward pass is the larger of (a) streaming the decoder's weights from memory
+once (their bytes over the read bandwidth measured here by summing a buffer of the same size) and
+(b) computing its tokens at the measured bf16 matrix-product rate (2 x parameters x tokens).
+Prints the median and p90 of `Embedder.encode` for a 13-token document and the same text as a
+query in the default instruction (27 tokens), each bound, the ratio, and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from common import checkpoint, matmul_tflops
+from q3embed import Embedder
+
+TEXT = "What is the capital of China?"
+
+
+def read_bandwidth_gbs(nbytes: int, repeats: int = 5) -> float:
+    """GB/s of reading `nbytes` once (a sum over a bf16 buffer: one pass, next to no arithmetic)."""
+    buffer = torch.ones(nbytes // 2, dtype=torch.bfloat16)
+    buffer.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        buffer.sum()
+        best = min(best, time.perf_counter() - started)
+    return nbytes / best / 1e9
+
+
+def decoder_weights(embedder: Embedder) -> tuple[int, int]:
+    """(bytes, parameters) that one forward pass reads: every layer, not the embedding table."""
+    model = embedder._backend.model  # noqa: SLF001  (a benchmark may look inside)
+    params = [p for name, p in model.named_parameters() if not name.startswith("embed_tokens")]
+    return sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params)
+
+
+def latencies_ms(embedder: Embedder, rounds: int, **kwargs) -> list[float]:
+    for _ in range(3):
+        embedder.encode([TEXT], **kwargs)
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        embedder.encode([TEXT], **kwargs)
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="0.6B")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
+    args = parser.parse_args()
+
+    embedder = Embedder(str(checkpoint("embedding", args.shape)), dtype="bfloat16", device="cpu",
+                        compile=args.compile)
+    nbytes, params = decoder_weights(embedder)
+    bandwidth = read_bandwidth_gbs(nbytes)
+    rate = matmul_tflops(torch.bfloat16) * 1e12
+    stream_ms = nbytes / (bandwidth * 1e9) * 1e3
+    print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}")
+    print(f"decoder weights {nbytes / 1e9:.2f} GB; read {bandwidth:.1f} GB/s -> {stream_ms:.1f} ms; "
+          f"bf16 matrix products {rate / 1e12:.2f} TFLOP/s")
+    for label, kwargs in (("document", {}), ("query", {"query": True})):
+        tokens = len(embedder.tokenize([TEXT], **kwargs)[0])
+        compute_ms = 2 * params * tokens / rate * 1e3
+        bound = max(stream_ms, compute_ms)
+        times = sorted(latencies_ms(embedder, args.rounds, **kwargs))
+        median, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
+        print(f"{label:<9}{tokens:>3} tokens: median {median:6.1f} ms, p90 {p90:6.1f} ms; bound {bound:5.1f} ms "
+              f"(stream {stream_ms:.1f}, compute {compute_ms:.1f}); median / bound {median / bound:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
