@@ -28,11 +28,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..engine import Engine
 from ..errors import ClientDisconnected, Q3EmbedError
-from . import routes_collections, routes_ollama, routes_openai, routes_rerank, routes_tei, routes_weaviate
+from . import (
+    routes_collections,
+    routes_ollama,
+    routes_openai,
+    routes_rerank,
+    routes_tei,
+    routes_weaviate,
+)
 from .config import ServerConfig
 from .http_errors import ErrorKind, error_kind, error_response, kind_of_status
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, ShutdownMiddleware
+from .middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    ShutdownMiddleware,
+)
 from .prometheus import CONTENT_TYPE, Metrics
+from .routes_ui import add_playground
 from .state import AppState
 
 __all__ = ["create_app"]
@@ -69,6 +82,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> FastAPI:
     for routes in (routes_openai, routes_rerank, routes_tei, routes_ollama, routes_weaviate, routes_collections):
         app.include_router(routes.router)
     _add_ops_routes(app)
+    add_playground(app)
     _add_error_handlers(app)
     # Outermost last: metrics see every answer, auth runs before the body is read.
     app.add_middleware(ShutdownMiddleware)

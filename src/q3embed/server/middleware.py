@@ -18,10 +18,13 @@ from .prometheus import Metrics
 
 __all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware", "ShutdownMiddleware", "OPEN_PATHS"]
 
-# Reachable without a key: liveness probes (ours, and Weaviate's, which sends no key) and the API docs.
-OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"} | {
+# Reachable without a key: liveness probes (ours, and Weaviate's, which sends no key), the API docs
+# and the playground page (static files; every API call they make carries the user's key).
+OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/ui"} | {
     f"/weaviate{task}/.well-known/{probe}" for task in ("", "/query", "/passage") for probe in ("live", "ready")})
-OPEN_PREFIXES = ("/docs/static/",)
+OPEN_PREFIXES = ("/docs/static/", "/ui/static/")
+# Open to GET only: the base URL's redirect to the playground (POST / is TEI's embed, keyed as any call).
+OPEN_GET_PATHS = frozenset({"/"})
 
 
 def _raw_header(scope: Scope, name: bytes) -> bytes:
@@ -55,8 +58,8 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (scope["type"] != "http" or not self.keys or path in OPEN_PATHS
-                or path.startswith(OPEN_PREFIXES) or self._allowed(scope)):
+        if (scope["type"] != "http" or not self.keys or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+                or (path in OPEN_GET_PATHS and scope.get("method") in ("GET", "HEAD")) or self._allowed(scope)):
             await self.app(scope, receive, send)
             return
         response = error_response(path, ErrorKind.UNAUTHORIZED,

