@@ -99,11 +99,12 @@ def test_the_compile_switch(monkeypatch, compiler):
     """on and off are what they say; auto compiles after AUTO_COMPILE_AFTER_TOKENS on a CPU that can."""
     monkeypatch.setattr(kernels, "can_compile", lambda _: compiler)
     assert resolve_compile("off", CPU) is None and resolve_compile("on", CPU) == 0 and resolve_compile("ON", CPU) == 0
+    assert resolve_compile("max", CPU) == 0
     assert resolve_compile("auto", CPU) == (AUTO_COMPILE_AFTER_TOKENS if compiler else None)
     assert resolve_compile("auto", torch.device("cuda")) is None  # not measured to pay on a GPU yet
-    with pytest.raises(ConfigurationError, match="'sometimes'.*auto, on or off"):
+    with pytest.raises(ConfigurationError, match="'sometimes'.*auto, on, off or max"):
         resolve_compile("sometimes", CPU)
-    with pytest.raises(ConfigurationError, match="auto, on or off"):
+    with pytest.raises(ConfigurationError, match="auto, on, off or max"):
         Embedder("auto", compile="fast")
 
 
@@ -151,3 +152,22 @@ def test_a_compiled_reranker_scores_as_the_eager_one(tiny_reranker_dir):
         QUERIES[0], DOCUMENTS) for mode in ("on", "off")}  # the shared prefix goes through prefill too
     assert np.abs(np.array(scores["on"]) - np.array(scores["off"])).max() <= 1e-5
     _assert_compiled_ran()
+
+
+@needs_compiler
+def test_short_sequence_graphs_embed_as_the_eager_model(tiny_embedding_dir, caplog):
+    """compile="max": one short sequence runs in its bucket's frozen graph, padded at its end
+    (causal attention: the padding changes nothing); longer ones and batches run eagerly."""
+    eager = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off")
+    fast = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="max")
+    graphs = fast._backend.graphs  # noqa: SLF001
+    fast.warm_up()  # compiles every bucket, then embeds one word through its graph
+    warmed = graphs.runs
+    assert warmed >= len(graphs.buckets) and not graphs.failed
+    for text, query in (("What is the capital of China?", True), ("Beijing", False)):
+        np.testing.assert_allclose(fast.encode([text], query=query), eager.encode([text], query=query), atol=1e-6)
+    assert graphs.runs == warmed + 2
+    for texts in (["word " * 80], ["a b c", "d e"]):  # past the largest bucket; a batch of two
+        np.testing.assert_allclose(fast.encode(texts), eager.encode(texts), atol=1e-6)
+    assert graphs.runs == warmed + 2
+    assert "AUTOTUNE" not in caplog.text

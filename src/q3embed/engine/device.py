@@ -91,8 +91,8 @@ def resolve_compile(mode: str, device: torch.device) -> int | None:
 
     chosen = str(mode).strip().lower()
     if chosen not in COMPILE_MODES:
-        raise ConfigurationError(f"unknown compile mode {mode!r}: use auto, on or off")
-    if chosen == "on":
+        raise ConfigurationError(f"unknown compile mode {mode!r}: use auto, on, off or max")
+    if chosen in ("on", "max"):
         return 0
     if chosen == "auto" and device.type == "cpu" and can_compile(device):
         return AUTO_COMPILE_AFTER_TOKENS
@@ -136,6 +136,7 @@ class Placement:
     dtype: torch.dtype
     compile_after: int | None  # see resolve_compile
     max_batch_tokens: int  # the options' value, or the device's default (engine/options.py)
+    short_graphs: bool = False  # compile="max" on a CPU that can compile: see model.graphs
 
 
 def place(options: "ModelOptions") -> Placement:
@@ -145,8 +146,11 @@ def place(options: "ModelOptions") -> Placement:
 
     device = resolve_device(options.device)
     batch = options.max_batch_tokens or (CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS)
-    placement = Placement(device, resolve_dtype(options.dtype, device), resolve_compile(options.compile, device),
-                          batch)
+    from ..model.kernels import can_compile
+
+    mode = resolve_compile(options.compile, device)
+    graphs = str(options.compile).strip().lower() == "max" and device.type == "cpu" and can_compile(device)
+    placement = Placement(device, resolve_dtype(options.dtype, device), mode, batch, short_graphs=graphs)
     if device.type == "cpu":
         set_cpu_threads(options.threads)
     return placement

@@ -29,7 +29,7 @@ CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 8192
 DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS  # what a QueueLimits holds before a device is known
 SPECIAL_TOKEN_MODES = ("parse", "plain")
-COMPILE_MODES = ("auto", "on", "off")  # see engine/device.resolve_compile
+COMPILE_MODES = ("auto", "on", "off", "max")  # see engine/device.resolve_compile
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
 # (413), since even interleaved with other clients' batches they would hold memory for minutes.
@@ -43,7 +43,9 @@ class ModelOptions:
     dtype: str | torch.dtype = "auto"  # auto, float32, bfloat16, float16
     max_length: int | None = None  # longest input in tokens (None: the model's; 8192 for Qwen3)
     max_batch_tokens: int | None = None  # tokens per packed forward pass (None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS)
-    compile: str = "auto"  # auto, on, off: the decoder's fused kernels (see model.kernels)
+    # auto, on, off: the decoder's fused kernels (see model.kernels); max: also whole-decoder graphs
+    # for one short sequence (model.graphs: faster interactive queries, minutes to compile at start)
+    compile: str = "auto"
     threads: int | None = None  # CPU threads for torch (None: every CPU this process may use)
     # "<|im_end|>" typed in a text: parse = the control token, as the model card's tokenizer call does
     # (parity); plain = the characters, so an untrusted document cannot close the reranker's prompt

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from ..model.graphs import ShortSequenceGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
 from ..text.prompts import query_text
@@ -30,6 +31,7 @@ class Qwen3EmbeddingBackend:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.kernels = KernelSchedule(self.model, placement.compile_after)
+        self.graphs = ShortSequenceGraphs(self.model) if placement.short_graphs else None
         self.device = placement.device
         self.info = qwen3_model_info(resolved, loaded, placement, "qwen3")
 
@@ -53,10 +55,16 @@ class Qwen3EmbeddingBackend:
         return spans
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> Tensor:
+        if self.graphs is not None and len(sequences) == 1:  # one short query: its compiled graph
+            hidden = self.graphs.last_hidden(sequences[0], self.device)  # [1, hidden] or None
+            if hidden is not None:
+                return hidden.float()
         input_ids, positions, seq_lens = pack(sequences, self.device)
         self.kernels.count(len(input_ids))
         hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
         return hidden[last_token_indices(seq_lens, self.device)].float()  # [B, hidden]
 
     def compile_now(self) -> bool:
+        if self.graphs is not None:
+            self.graphs.warm_up(self.device)
         return self.kernels.compile_now()

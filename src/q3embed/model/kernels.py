@@ -80,6 +80,8 @@ class _CompiledOrEager:
         self.lock = threading.Lock()
 
     def __call__(self, *args: object) -> Tensor:
+        if torch.compiler.is_compiling():  # inside a whole-model graph (model.graphs): trace the original
+            return self.eager(*args)
         if not self.failed:
             try:
                 return self.compiled(*args)
