@@ -59,3 +59,21 @@ def test_rerank_sorts_and_cuts(reranker):
     assert [r.index for r in ranked] == sorted(range(len(scores)), key=lambda i: -scores[i])[:3]
     assert [r.score for r in ranked] == sorted(scores, reverse=True)[:3]
     assert all(0.0 < s < 1.0 for s in scores)
+
+
+def test_reading_only_the_last_rows_equals_the_full_pass(embedder):
+    """Qwen3Model(rows=last tokens) computes the last layer at those rows only; the hidden states
+    there equal the full pass's, for a packed batch of different lengths."""
+    import torch
+
+    from q3embed.engine.batch import pack
+    from q3embed.model.heads import last_token_indices
+
+    model = embedder._backend.model  # noqa: SLF001
+    sequences = embedder.tokenize(["a short one", "a much longer text " * 6, "x"])
+    input_ids, positions, seq_lens = pack(sequences, torch.device("cpu"))
+    rows = last_token_indices(seq_lens)
+    with torch.inference_mode():
+        full = model(input_ids, positions, seq_lens)[rows]
+        picked = model(input_ids, positions, seq_lens, rows=rows)
+    torch.testing.assert_close(picked, full, atol=1e-5, rtol=1e-5)

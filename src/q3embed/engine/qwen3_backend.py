@@ -61,8 +61,8 @@ class Qwen3EmbeddingBackend:
                 return hidden.float()
         input_ids, positions, seq_lens = pack(sequences, self.device)
         self.kernels.count(len(input_ids))
-        hidden = self.model(input_ids, positions, seq_lens)  # [T, hidden]
-        return hidden[last_token_indices(seq_lens, self.device)].float()  # [B, hidden]
+        rows = last_token_indices(seq_lens, self.device)  # [B]: pooling reads only these
+        return self.model(input_ids, positions, seq_lens, rows=rows).float()  # [B, hidden]
 
     def compile_now(self) -> bool:
         if self.graphs is not None:

@@ -119,8 +119,8 @@ class Qwen3RerankScorer:
     def score(self, state: _Qwen3State, indices: Sequence[int]) -> list[float]:
         input_ids, positions, seq_lens = pack([state.rests[i] for i in indices], self.device, start=state.shared)
         self.kernels.count(len(input_ids))
-        hidden = self.model(input_ids, positions, seq_lens, state.prefix)  # [T, hidden]
-        return self.head(hidden[last_token_indices(seq_lens, self.device)]).tolist()  # [b]
+        rows = last_token_indices(seq_lens, self.device)  # [b]: the head reads only these
+        return self.head(self.model(input_ids, positions, seq_lens, state.prefix, rows=rows)).tolist()  # [b]
 
     def compile_now(self) -> bool:
         return self.kernels.compile_now()

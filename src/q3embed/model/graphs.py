@@ -24,7 +24,10 @@ __all__ = ["ShortSequenceGraphs", "DEFAULT_BUCKETS"]
 
 log = logging.getLogger("q3embed")
 
-DEFAULT_BUCKETS = (32,)  # a query in Qwen3's instruction template is 20-40 tokens
+# Measured on 2 cores, 0.6B bf16 (docs/benchmarks.md): a 16-token graph runs in ~70 ms (eager:
+# 90-120 ms), a 32-token one ~104 ms for a 27-token query (eager ~153 ms); an 8-token bucket was
+# no faster than 16. A query in Qwen3's instruction template is 20-40 tokens.
+DEFAULT_BUCKETS = (16, 32)
 # freezing: weights as constants, packed once; the autotuner's tables stay out of the user's terminal
 _INDUCTOR = {"freezing": True, "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
@@ -54,6 +57,8 @@ class ShortSequenceGraphs:
         positions = torch.arange(size, device=device)
         try:
             with torch._inductor.config.patch(_INDUCTOR):
+                # All rows: the real last token is not the padded sequence's last, and Qwen3Model's
+                # rows= reads each sequence's own last token (it attends to every key of it).
                 hidden = self.compiled(padded, positions, [size])  # [size, hidden]
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly from now on
             with self.lock:

@@ -118,6 +118,33 @@ def causal_attention_packed(
     return out
 
 
+def last_token_attention(
+    q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], prefix: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """Attention of each packed sequence's last token only: it sees every key of its sequence
+    (and the prefix), so no mask is needed.
+
+    q [B, heads, head_dim] (one row per sequence), k/v [T, kv_heads, head_dim] -> [B, heads, head_dim].
+    """
+    groups = q.shape[1] // k.shape[1]
+    k, v = _expand_kv(k, groups), _expand_kv(v, groups)  # [T, heads, head_dim]
+    if prefix is not None:
+        prefix = (_expand_kv(prefix[0], groups).transpose(0, 1)[None],  # [1, heads, P, head_dim]
+                  _expand_kv(prefix[1], groups).transpose(0, 1)[None])
+    out = torch.empty_like(q)
+    start = 0
+    for i, length in enumerate(seq_lens):
+        end = start + length
+        qi = q[i][None, :, None, :]  # [1, heads, 1, head_dim]
+        ki = k[start:end].transpose(0, 1)[None]  # [1, heads, L, head_dim]
+        vi = v[start:end].transpose(0, 1)[None]
+        if prefix is not None:
+            ki, vi = torch.cat((prefix[0], ki), dim=2), torch.cat((prefix[1], vi), dim=2)  # [1, heads, P + L, d]
+        out[i] = F.scaled_dot_product_attention(qi, ki, vi)[0, :, 0]
+        start = end
+    return out
+
+
 def _expand_kv(x: Tensor, groups: int) -> Tensor:
     """[T, kv_heads, head_dim] -> [T, kv_heads * groups, head_dim]: each kv head serves `groups`
     consecutive q heads, as in the reference's repeat_kv."""
@@ -153,6 +180,21 @@ class Attention(nn.Module):
         out = causal_attention_packed(q, k, v, seq_lens, prefix)  # [T, heads, head_dim]
         return self.o_proj(out.reshape(tokens, self.heads * self.head_dim)), k, v
 
+    def forward_rows(
+        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int], rows: Tensor,
+        prefix: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """The output at `rows` [B] only (each sequence's last token): keys and values still
+        cover every token, queries and the output projection only those rows. -> [B, hidden]."""
+        tokens, picked = x.shape[0], rows.shape[0]  # x: [T, hidden]
+        q = self.q_proj(x[rows]).view(picked, self.heads, self.head_dim)
+        k = self.k_proj(x).view(tokens, self.kv_heads, self.head_dim)
+        v = self.v_proj(x).view(tokens, self.kv_heads, self.head_dim)
+        q = self.kernels.norm_rope(q, self.q_norm.weight, cos[rows], sin[rows], self.q_norm.eps)
+        k = self.kernels.norm_rope(k, self.k_norm.weight, cos, sin, self.k_norm.eps)
+        out = last_token_attention(q, k, v, seq_lens, prefix)  # [B, heads, head_dim]
+        return self.o_proj(out.reshape(picked, self.heads * self.head_dim))
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: Qwen3Config) -> None:
@@ -181,6 +223,14 @@ class DecoderLayer(nn.Module):
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
+    def forward_rows(
+        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int], rows: Tensor,
+        prefix: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """The layer's output at `rows` only: x [T, hidden] -> [B, hidden]."""
+        x_rows = x[rows] + self.self_attn.forward_rows(self.input_layernorm(x), cos, sin, seq_lens, rows, prefix)
+        return x_rows + self.mlp(self.post_attention_layernorm(x_rows))
+
 
 class Qwen3Model(nn.Module):
     """Token ids in, final-normed hidden states out, for a packed batch."""
@@ -193,13 +243,27 @@ class Qwen3Model(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(
-        self, input_ids: Tensor, positions: Tensor, seq_lens: list[int], prefix: KVPrefix | None = None
+        self, input_ids: Tensor, positions: Tensor, seq_lens: list[int], prefix: KVPrefix | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
-        """input_ids, positions: [T] -> final-normed hidden states [T, hidden].
+        """input_ids, positions: [T] -> final-normed hidden states [T, hidden], or [B, hidden] at
+        `rows` [B] when only those are read: `rows` must be each sequence's last token
+        (last_token_indices(seq_lens)), which attends to every key of its sequence; the last layer
+        then computes its queries, MLP and norm at those rows alone (about 1/num_layers saved).
 
         Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
         """
-        return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix))
+        if rows is None:
+            return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix))
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        x = self.embed_tokens(input_ids)  # [T, hidden]
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
+            if index == last:
+                return self.norm(layer.forward_rows(x, cos, sin, seq_lens, rows, cached))  # [B, hidden]
+            x, _, _ = layer(x, cos, sin, seq_lens, cached)
+        return self.norm(x[rows])  # a model without layers
 
     def use_kernels(self, kernels: Kernels) -> None:
         """Run the elementwise kernels eagerly (the default) or compiled (see model.kernels)."""
