@@ -62,7 +62,7 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         help="fuse the decoder's norm and RoPE kernels with torch.compile (~8-12%% faster on CPU): "
                         "auto = once a model has run 16k tokens, and at start-up for a server, on CPUs with a C++ "
                         "compiler; on / off force it; max = on, plus whole-decoder graphs for one short query "
-                        "(16- and 32-token graphs; ~1.5x faster single queries, ~4-5 minutes to compile at start, "
+                        "(16- and 32-token graphs; short single texts ~1.4x faster, ~3.5 minutes to compile at start, "
                         "a packed copy of the weights per graph; CPU) (default: auto)")
     parser.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="parse",
                         help="'<|im_end|>' and the like inside texts: parse = the model's control tokens, as the "
