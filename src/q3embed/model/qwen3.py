@@ -92,14 +92,7 @@ def causal_attention_packed(
     q [T, heads, head_dim], k/v [T, kv_heads, head_dim], prefix k/v [P, kv_heads, head_dim]
     -> [T, heads, head_dim].
     """
-    # SDPA's fused (flash) CPU kernel takes only 4-D inputs with as many kv heads as q heads;
-    # 3-D inputs or enable_gqa fall back to the unfused math kernel, which is several times
-    # slower in bf16. Expanding the kv heads once over the packed tensor is a cheap copy.
-    groups = q.shape[1] // k.shape[1]
-    k, v = _expand_kv(k, groups), _expand_kv(v, groups)  # [T, heads, head_dim]
-    if prefix is not None:
-        prefix = (_expand_kv(prefix[0], groups).transpose(0, 1)[None],  # [1, heads, P, head_dim]
-                  _expand_kv(prefix[1], groups).transpose(0, 1)[None])
+    k, v, prefix = _expand_for_sdpa(k, v, prefix, q.shape[1] // k.shape[1])
     out = torch.empty_like(q)
     start = 0
     for length in seq_lens:
@@ -126,11 +119,7 @@ def last_token_attention(
 
     q [B, heads, head_dim] (one row per sequence), k/v [T, kv_heads, head_dim] -> [B, heads, head_dim].
     """
-    groups = q.shape[1] // k.shape[1]
-    k, v = _expand_kv(k, groups), _expand_kv(v, groups)  # [T, heads, head_dim]
-    if prefix is not None:
-        prefix = (_expand_kv(prefix[0], groups).transpose(0, 1)[None],  # [1, heads, P, head_dim]
-                  _expand_kv(prefix[1], groups).transpose(0, 1)[None])
+    k, v, prefix = _expand_for_sdpa(k, v, prefix, q.shape[1] // k.shape[1])
     out = torch.empty_like(q)
     start = 0
     for i, length in enumerate(seq_lens):
@@ -143,6 +132,21 @@ def last_token_attention(
         out[i] = F.scaled_dot_product_attention(qi, ki, vi)[0, :, 0]
         start = end
     return out
+
+
+def _expand_for_sdpa(
+    k: Tensor, v: Tensor, prefix: tuple[Tensor, Tensor] | None, groups: int
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """k/v [T, kv_heads, d] -> [T, heads, d]; prefix k/v [P, kv_heads, d] -> [1, heads, P, d].
+
+    SDPA's fused (flash) CPU kernel takes only 4-D inputs with as many kv heads as q heads;
+    3-D inputs or enable_gqa fall back to the unfused math kernel, which is several times
+    slower in bf16. Expanding the kv heads once over the packed tensor is a cheap copy.
+    """
+    if prefix is not None:
+        prefix = (_expand_kv(prefix[0], groups).transpose(0, 1)[None],
+                  _expand_kv(prefix[1], groups).transpose(0, 1)[None])
+    return _expand_kv(k, groups), _expand_kv(v, groups), prefix
 
 
 def _expand_kv(x: Tensor, groups: int) -> Tensor:
@@ -253,17 +257,7 @@ class Qwen3Model(nn.Module):
 
         Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
         """
-        if rows is None:
-            return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix))
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-        x = self.embed_tokens(input_ids)  # [T, hidden]
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
-            cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
-            if index == last:
-                return self.norm(layer.forward_rows(x, cos, sin, seq_lens, rows, cached))  # [B, hidden]
-            x, _, _ = layer(x, cos, sin, seq_lens, cached)
-        return self.norm(x[rows])  # a model without layers
+        return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix, rows=rows))
 
     def use_kernels(self, kernels: Kernels) -> None:
         """Run the elementwise kernels eagerly (the default) or compiled (see model.kernels)."""
@@ -280,15 +274,18 @@ class Qwen3Model(nn.Module):
 
     def _run_layers(
         self, input_ids: Tensor, positions: Tensor, seq_lens: list[int],
-        prefix: KVPrefix | None, collect: KVPrefix | None = None,
+        prefix: KVPrefix | None, collect: KVPrefix | None = None, rows: Tensor | None = None,
     ) -> Tensor:
-        """Hidden states [T, hidden] before the final norm; appends each layer's k/v to `collect`."""
+        """Hidden states [T, hidden] (or [B, hidden] at `rows`) before the final norm; appends each
+        layer's k/v to `collect`."""
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         x = self.embed_tokens(input_ids)  # [T, hidden]
         for index, layer in enumerate(self.layers):
             cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
+            if rows is not None and index == len(self.layers) - 1:
+                return layer.forward_rows(x, cos, sin, seq_lens, rows, cached)  # [B, hidden]
             x, k, v = layer(x, cos, sin, seq_lens, cached)
             if collect is not None:
                 collect.keys.append(k)
                 collect.values.append(v)
-        return x
+        return x if rows is None else x[rows]  # (rows of a model without layers)
