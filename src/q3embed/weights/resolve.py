@@ -91,10 +91,11 @@ class _Request:
 
 
 def _from_cache(hub: Hub, request: _Request) -> Path | None:
+    """The cached snapshot folder, or its GGUF file; None when the cache lacks either."""
     folder = hub.cached(request.repo_id, request.revision, request.patterns)
-    if folder is None or (request.quant and _gguf_file(folder, request.repo_id, request.quant) is None):
-        return None
-    return request.pick(folder)
+    if folder is None or not request.quant:
+        return folder
+    return _gguf_file(folder, request.repo_id, request.quant)  # searched once, not again by pick()
 
 
 def _failure(exc: Exception) -> str:
