@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine import COMPILE_MODES, CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, SPECIAL_TOKEN_MODES, ModelOptions
+from ..engine import (
+    ATTENTION_MODES,
+    COMPILE_MODES,
+    CPU_BATCH_TOKENS,
+    GPU_MAX_BATCH_TOKENS,
+    GPU_MIN_BATCH_TOKENS,
+    SPECIAL_TOKEN_MODES,
+    ModelOptions,
+)
 from ..weights.hubs import HUB_NAMES
 from .env import ENV_PREFIX
 
@@ -57,13 +65,19 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         help="longest input in tokens; longer ones are cut (default: the model's, 8192 for Qwen3)")
     parser.add_argument("--max-batch-tokens", type=positive_int, metavar="N",
                         help="tokens per forward pass; lower it if memory runs out (default: "
-                        f"{CPU_BATCH_TOKENS} on a CPU, {GPU_BATCH_TOKENS} on a GPU)")
+                        f"{CPU_BATCH_TOKENS} on a CPU; on a GPU what a third of its free memory holds, "
+                        f"{GPU_MIN_BATCH_TOKENS}-{GPU_MAX_BATCH_TOKENS})")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
                         help="fuse the decoder's norm and RoPE kernels with torch.compile (~8-12%% faster on CPU): "
                         "auto = once a model has run 16k tokens, and at start-up for a server, on CPUs with a C++ "
                         "compiler; on / off force it; max = on, plus whole-decoder graphs for one short query "
                         "(16- and 32-token graphs; short single texts ~1.4x faster, ~3.5 minutes to compile at start, "
-                        "a packed copy of the weights per graph; CPU) (default: auto)")
+                        "a packed copy of the weights per graph; CPU). On a GPU one short text runs in a CUDA "
+                        "graph (up to 512 tokens) unless off (default: auto)")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="auto",
+                        help="attention over a packed batch: varlen = one FlashAttention call per layer (CUDA, "
+                        "bf16/fp16, torch >= 2.9); sdpa = one call per sequence; auto = varlen where it runs, "
+                        "else sdpa (default: auto)")
     parser.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="parse",
                         help="'<|im_end|>' and the like inside texts: parse = the model's control tokens, as the "
                         "model card's tokenizer call does; plain = ordinary characters, so untrusted text "
@@ -98,6 +112,7 @@ def model_options(args: argparse.Namespace, model: str | None = None) -> ModelOp
     (e.g. --reranker next to --model)."""
     return ModelOptions(model=args.model if model is None else model, device=args.device, dtype=args.dtype,
                         max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
-                        compile=getattr(args, "compile", "auto"), threads=args.threads,
+                        compile=getattr(args, "compile", "auto"), attention=getattr(args, "attention", "auto"),
+                        threads=args.threads,
                         special_tokens=getattr(args, "special_tokens_in_text", "parse"),
                         hub=getattr(args, "hub", "huggingface"))

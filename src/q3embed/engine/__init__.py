@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING
 import lazy_loader
 
 from .options import (
+    ATTENTION_MODES,
     COMPILE_MODES,
     CPU_BATCH_TOKENS,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_REQUEST_TOKENS,
     GPU_BATCH_TOKENS,
+    GPU_MAX_BATCH_TOKENS,
+    GPU_MIN_BATCH_TOKENS,
     SPECIAL_TOKEN_MODES,
     EngineOptions,
     ModelOptions,
@@ -50,7 +53,7 @@ __all__ = ["Embedder", "Reranker", "RerankResult", "similarity", "Engine", "Engi
            "QueueLimits", "ModelInfo", "TokenSpan", "Embeddings", "Scores", "PreparedEmbedding", "PreparedRerank",
            "BatchObserver", "check_dimensions", "check_text", "check_top_n", "rank_scores",
            "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "COMPILE_MODES", "SPECIAL_TOKEN_MODES",
-           "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS",
+           "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS", "GPU_MIN_BATCH_TOKENS", "GPU_MAX_BATCH_TOKENS", "ATTENTION_MODES",
            "cpu_has_fast_bf16"]
 
 

@@ -26,6 +26,7 @@ __all__ = ["EmbeddingBackend", "load_embedding_backend"]
 
 class EmbeddingBackend(Protocol):
     info: ModelInfo
+    bytes_per_token: int  # activation memory one token of a batch needs (sizes a GPU's token budget)
 
     def query_text(self, text: str, instruction: str | None) -> str:
         """The text of a query as the model expects it (Qwen3: "Instruct: ...\\nQuery:...")."""

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .options import ModelOptions
 
 __all__ = ["resolve_device", "resolve_dtype", "cpu_has_fast_bf16", "dtype_name", "DTYPE_NAMES", "usable_cpus",
-           "set_cpu_threads", "COMPILE_MODES", "AUTO_COMPILE_AFTER_TOKENS", "resolve_compile", "Placement", "place"]
+           "set_cpu_threads", "COMPILE_MODES", "AUTO_COMPILE_AFTER_TOKENS", "resolve_compile", "resolve_graphs",
+           "resolve_attention", "gpu_batch_tokens", "Placement", "place"]
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -135,22 +136,63 @@ class Placement:
     device: torch.device
     dtype: torch.dtype
     compile_after: int | None  # see resolve_compile
-    max_batch_tokens: int  # the options' value, or the device's default (engine/options.py)
-    short_graphs: bool = False  # compile="max" on a CPU that can compile: see model.graphs
+    max_batch_tokens: int | None  # the options' value; None: sized for the device once the model is loaded
+    graphs: str | None = None  # "inductor", "cuda" or None: the short-sequence graphs (model.graphs)
+    attention: str = "auto"  # model.attention.choose_attention's choice
+
+    def batch_tokens(self, per_token_bytes: int) -> int:
+        """The token budget of one forward pass: the options' value, CPU_BATCH_TOKENS on a CPU,
+        and on a GPU what its free memory holds (call it once the weights are on the device)."""
+        from .options import CPU_BATCH_TOKENS
+
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        if self.device.type != "cuda":
+            return CPU_BATCH_TOKENS
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return gpu_batch_tokens(free, per_token_bytes)
+
+
+def gpu_batch_tokens(free_bytes: int, per_token_bytes: int) -> int:
+    """Tokens per forward pass on a GPU: the activations of a batch in at most a third of the
+    memory free after loading (the rest stays for the allocator's slack, the graphs' pool and
+    other processes), in steps of 1,024, between GPU_MIN_BATCH_TOKENS and GPU_MAX_BATCH_TOKENS
+    (past that a batch only takes longer, and a short request waits behind it)."""
+    from .options import GPU_MAX_BATCH_TOKENS, GPU_MIN_BATCH_TOKENS
+
+    fits = free_bytes // 3 // max(per_token_bytes, 1) // 1024 * 1024
+    return max(GPU_MIN_BATCH_TOKENS, min(GPU_MAX_BATCH_TOKENS, fits))
+
+
+def resolve_graphs(mode: str, device: torch.device) -> str | None:
+    """Which short-sequence graphs a model gets (model.graphs): CUDA graphs on a GPU unless
+    compile="off"; Inductor graphs on a CPU with compile="max" and a C++ compiler; else none."""
+    from ..model.kernels import can_compile
+
+    chosen = str(mode).strip().lower()
+    if device.type == "cuda":
+        return None if chosen == "off" else "cuda"
+    return "inductor" if chosen == "max" and can_compile(device) else None
+
+
+def resolve_attention(choice: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The options' attention, checked now (before any loading): sdpa or varlen."""
+    from ..model.attention import choose_attention
+
+    try:
+        return choose_attention(str(choice).strip().lower(), device, dtype).name
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def place(options: "ModelOptions") -> Placement:
-    """Resolve device, dtype and compile mode (a bad value fails before any loading) and size
-    torch's CPU thread pool for a model that runs on the CPU."""
-    from .options import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
-
+    """Resolve device, dtype, compile mode and attention (a bad value fails before any loading)
+    and size torch's CPU thread pool for a model that runs on the CPU."""
     device = resolve_device(options.device)
-    batch = options.max_batch_tokens or (CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS)
-    from ..model.kernels import can_compile
-
-    mode = resolve_compile(options.compile, device)
-    graphs = str(options.compile).strip().lower() == "max" and device.type == "cpu" and can_compile(device)
-    placement = Placement(device, resolve_dtype(options.dtype, device), mode, batch, short_graphs=graphs)
+    dtype = resolve_dtype(options.dtype, device)
+    placement = Placement(device, dtype, resolve_compile(options.compile, device), options.max_batch_tokens,
+                          graphs=resolve_graphs(options.compile, device),
+                          attention=resolve_attention(options.attention, device, dtype))
     if device.type == "cpu":
         set_cpu_threads(options.threads)
     return placement

@@ -54,13 +54,18 @@ class Embedder:
 
     def __init__(self, model: str | ModelOptions = "auto", **options: Any) -> None:
         """`model`: a directory, a .gguf file, a hub id or auto, or a whole ModelOptions; keyword
-        options are its fields: device, dtype, max_length, max_batch_tokens, compile, threads,
-        special_tokens."""
+        options are its fields: device, dtype, max_length, max_batch_tokens, compile, attention,
+        threads, special_tokens, hub."""
         self.options = model_options(model, options)
         placement = place(self.options)
-        self.max_batch_tokens = placement.max_batch_tokens
         self._backend: EmbeddingBackend = load_embedding_backend(self.options, placement)
+        self.max_batch_tokens = placement.batch_tokens(self._backend.bytes_per_token)  # after the weights are placed
         self.info: ModelInfo = self._backend.info
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Activation memory one token of a batch needs (what sizes a GPU's token budget)."""
+        return self._backend.bytes_per_token
 
     @property
     def dimensions(self) -> int:

@@ -19,17 +19,22 @@ if TYPE_CHECKING:  # torch is imported where a model is placed, not where option
 
 __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
            "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES", "COMPILE_MODES",
-           "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS"]
+           "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS", "GPU_MIN_BATCH_TOKENS", "GPU_MAX_BATCH_TOKENS",
+           "ATTENTION_MODES"]
 
 # Tokens per packed forward pass when max_batch_tokens is None (auto). On a CPU a batch of 2,048
 # tokens ran faster than one of 8,192 (bench/batch_budget.py, 2-core Xeon with AMX, 0.6B: 412-506
 # vs 356-370 tokens/s, interleaved) and takes a few seconds instead of ~20, which is also how long a
 # short request can wait behind a long one; a GPU wants large batches.
 CPU_BATCH_TOKENS = 2048
-GPU_BATCH_TOKENS = 8192
-DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS  # what a QueueLimits holds before a device is known
+GPU_BATCH_TOKENS = 8192  # what a QueueLimits holds before a device is known
+# On a GPU the budget is sized from the memory free after loading (device.gpu_batch_tokens), within:
+GPU_MIN_BATCH_TOKENS = 2048
+GPU_MAX_BATCH_TOKENS = 32768
+DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS
 SPECIAL_TOKEN_MODES = ("parse", "plain")
 COMPILE_MODES = ("auto", "on", "off", "max")  # see engine/device.resolve_compile
+ATTENTION_MODES = ("auto", "sdpa", "varlen")  # see model/attention.py (kept equal to its ATTENTION_CHOICES)
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
 # (413), since even interleaved with other clients' batches they would hold memory for minutes.
@@ -42,10 +47,15 @@ class ModelOptions:
     device: str | torch.device = "auto"  # auto, cpu, cuda, cuda:N
     dtype: str | torch.dtype = "auto"  # auto, float32, bfloat16, float16
     max_length: int | None = None  # longest input in tokens (None: the model's; 8192 for Qwen3)
-    max_batch_tokens: int | None = None  # tokens per packed forward pass (None: CPU_BATCH_TOKENS or GPU_BATCH_TOKENS)
+    # tokens per packed forward pass (None: CPU_BATCH_TOKENS on a CPU, sized from free memory on a GPU)
+    max_batch_tokens: int | None = None
     # auto, on, off: the decoder's fused kernels (see model.kernels); max: also whole-decoder graphs
-    # for one short sequence (model.graphs: faster interactive queries, minutes to compile at start)
+    # for one short sequence on a CPU (model.graphs: faster interactive queries, minutes to compile
+    # at start). On a GPU short sequences run in CUDA graphs unless off.
     compile: str = "auto"
+    # how attention runs over a packed batch: auto (varlen FlashAttention on a GPU in bf16/fp16,
+    # else sdpa), sdpa (one call per sequence), varlen (see model/attention.py)
+    attention: str = "auto"
     threads: int | None = None  # CPU threads for torch (None: every CPU this process may use)
     # "<|im_end|>" typed in a text: parse = the control token, as the model card's tokenizer call does
     # (parity); plain = the characters, so an untrusted document cannot close the reranker's prompt
@@ -57,6 +67,8 @@ class ModelOptions:
     def __post_init__(self) -> None:
         if self.hub not in HUB_NAMES:
             raise ConfigurationError(f"hub must be one of {', '.join(HUB_NAMES)}, got {self.hub!r}")
+        if str(self.attention).strip().lower() not in ATTENTION_MODES:
+            raise ConfigurationError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
         if self.special_tokens not in SPECIAL_TOKEN_MODES:
             raise ConfigurationError(f"special_tokens must be one of {', '.join(SPECIAL_TOKEN_MODES)}, "
                                      f"got {self.special_tokens!r}")

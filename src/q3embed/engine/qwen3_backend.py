@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..model.graphs import ShortSequenceGraphs
+from ..model.attention import choose_attention
+from ..model.graphs import BucketedGraphs, CudaGraphs, InductorGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
 from ..text.prompts import query_text
@@ -16,7 +17,7 @@ from .batch import pack
 from .device import Placement, dtype_name
 from .info import ModelInfo, TokenSpan
 
-__all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info"]
+__all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info", "prepare_qwen3_model"]
 
 
 def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement, kind: str) -> ModelInfo:
@@ -26,12 +27,27 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
                      aliases=resolved.aliases, source=resolved.reason)
 
 
+def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
+    """Give the decoder its attention backend; -> the activation bytes one token of a batch needs."""
+    loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
+    return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
+
+
+def _graphs(model: object, placement: Placement) -> BucketedGraphs | None:
+    if placement.graphs == "inductor":
+        return InductorGraphs(model)  # type: ignore[arg-type]
+    if placement.graphs == "cuda":
+        return CudaGraphs(model)  # type: ignore[arg-type]
+    return None
+
+
 class Qwen3EmbeddingBackend:
     def __init__(self, resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement) -> None:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
+        self.bytes_per_token = prepare_qwen3_model(loaded, placement)
         self.kernels = KernelSchedule(self.model, placement.compile_after)
-        self.graphs = ShortSequenceGraphs(self.model) if placement.short_graphs else None
+        self.graphs = _graphs(self.model, placement)
         self.device = placement.device
         self.info = qwen3_model_info(resolved, loaded, placement, "qwen3")
 
@@ -55,7 +71,7 @@ class Qwen3EmbeddingBackend:
         return spans
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> Tensor:
-        if self.graphs is not None and len(sequences) == 1:  # one short query: its compiled graph
+        if self.graphs is not None and len(sequences) == 1:  # one short query: its bucket's graph
             hidden = self.graphs.last_hidden(sequences[0], self.device)  # [1, hidden] or None
             if hidden is not None:
                 return hidden.float()
@@ -65,6 +81,7 @@ class Qwen3EmbeddingBackend:
         return self.model(input_ids, positions, seq_lens, rows=rows).float()  # [B, hidden]
 
     def compile_now(self) -> bool:
-        if self.graphs is not None:
+        compiles = self.kernels.compile_now()
+        if self.graphs is not None:  # after the kernels switch: a graph captures what will run
             self.graphs.warm_up(self.device)
-        return self.kernels.compile_now()
+        return compiles

@@ -29,7 +29,7 @@ from .info import ModelInfo
 from .inputs import check_text, check_texts, check_top_n
 from .jobs import RerankJob, run_jobs
 from .options import ModelOptions, model_options
-from .qwen3_backend import qwen3_model_info
+from .qwen3_backend import prepare_qwen3_model, qwen3_model_info
 
 __all__ = ["Reranker", "RerankResult", "PreparedRerank", "rank_scores"]
 
@@ -58,6 +58,7 @@ class RerankScorer(Protocol):
     (jobs.RerankBatches), so the engine's scheduler can interleave a long request with others."""
 
     info: ModelInfo
+    bytes_per_token: int  # activation memory one token of a batch needs (sizes a GPU's token budget)
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
                  truncate: bool) -> PreparedRerank: ...
@@ -92,6 +93,7 @@ class Qwen3RerankScorer:
                  reuse_prefix: bool = True) -> None:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
+        self.bytes_per_token = prepare_qwen3_model(loaded, placement)
         self.kernels = KernelSchedule(self.model, placement.compile_after)
         self.head = YesNoHead(loaded.head_rows)
         self.device = placement.device
@@ -133,6 +135,7 @@ class EmbeddingSimilarityScorer:
         """aliases: the reranker names this scorer answers to (`auto` and the model it stands for)."""
         self.embedder = embedder
         self.info = ModelInfo(**{**embedder.info.__dict__, "kind": "cosine-similarity", "aliases": aliases})
+        self.bytes_per_token = embedder.bytes_per_token
 
     def tokenize(self, query: str, documents: Sequence[str], instruction: str | None,
                  truncate: bool) -> PreparedRerank:
@@ -195,12 +198,12 @@ class Reranker:
         so that a server shares its own instead of loading a second copy."""
         self.options = model_options(model, options)
         placement = place(self.options)  # a bad device, dtype or compile mode fails before any loading
-        self.max_batch_tokens = placement.max_batch_tokens
         if self.options.model == AUTO:
             self._scorer = _auto_scorer(self.options, placement, reuse_prefix, embedder)
         else:
             resolved = resolve_model(self.options.model, hub=self.options.hub)
             self._scorer = _qwen3_scorer(resolved, self.options, placement, reuse_prefix)
+        self.max_batch_tokens = placement.batch_tokens(self._scorer.bytes_per_token)
         self.info: ModelInfo = self._scorer.info
 
     def warm_up(self) -> None:

@@ -26,6 +26,9 @@ class TransformersBackend:
         self.model = loaded.model
         self.settings = loaded.settings
         self.device = placement.device
+        config = self.model.config
+        # hidden states, attention and MLP temporaries per (padded) token, x2 for the padding
+        self.bytes_per_token = (6 * config.hidden_size + 2 * config.intermediate_size) * placement.dtype.itemsize * 2
         self.info = ModelInfo(
             name=resolved.name, path=str(resolved.path), kind="transformers", dimensions=loaded.dimensions,
             max_length=self.settings.max_length, device=str(placement.device), dtype=dtype_name(placement.dtype),

@@ -2,8 +2,9 @@
 
 A batch is packed, never padded: the tokens of every sequence are laid end to end in one
 [T] tensor, with `seq_lens` telling where each sequence ends. Every linear layer therefore runs
-once over [T, hidden] and no work is spent on padding; only attention looks at sequences one by
-one (causal, within each sequence).
+once over [T, hidden] and no work is spent on padding; only attention tells the sequences apart
+(causal, within each sequence; model.attention: one SDPA call per sequence on a CPU, one
+FlashAttention varlen call per layer on a GPU).
 
 Numerics follow the reference implementation (transformers' Qwen3Model): RMSNorm in fp32 then
 cast back before the weight multiply, per-head q_norm/k_norm before RoPE, rotate_half RoPE with
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import AttentionBackend, Layout, SdpaLoop
 from .kernels import EAGER, Kernels
 
 __all__ = ["Qwen3Config", "Qwen3Model", "KVPrefix", "rope_cos_sin"]
@@ -42,6 +44,16 @@ class Qwen3Config:
     max_position_embeddings: int = 32768
     attention_bias: bool = False
     tie_word_embeddings: bool = False
+
+    def activation_bytes_per_token(self, element_bytes: int) -> int:
+        """Memory one token of a packed batch needs at the peak of a layer (inference keeps one
+        layer's temporaries at a time): residual, normed input, MLP gate/up/silu/product, q/k/v
+        with their expanded copies, and the fp32 norm + RoPE copies of q; x1.5 for the
+        allocator's fragmentation. Sizes a GPU's token budget (engine.device.gpu_batch_tokens)."""
+        q_width = self.num_attention_heads * self.head_dim
+        kv_width = self.num_key_value_heads * self.head_dim
+        elements = 4 * self.hidden_size + 4 * self.intermediate_size + 4 * q_width + 2 * kv_width
+        return (elements * element_bytes + 2 * q_width * 4) * 3 // 2
 
 
 class RMSNorm(nn.Module):
@@ -77,82 +89,9 @@ class KVPrefix:
     keys: list[Tensor]  # per layer: [P, kv_heads, head_dim]
     values: list[Tensor]  # per layer: [P, kv_heads, head_dim]
 
-
-def _prefix_causal_mask(queries: int, prefix: int, device: torch.device) -> Tensor:
-    """[L, P + L] bool: query j (absolute position P + j) sees keys 0 .. P + j."""
-    keys = torch.arange(prefix + queries, device=device)
-    return keys[None, :] <= (prefix + torch.arange(queries, device=device))[:, None]
-
-
-def causal_attention_packed(
-    q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], prefix: tuple[Tensor, Tensor] | None = None
-) -> Tensor:
-    """Causal attention within each packed sequence, each optionally continuing a shared prefix.
-
-    q [T, heads, head_dim], k/v [T, kv_heads, head_dim], prefix k/v [P, kv_heads, head_dim]
-    -> [T, heads, head_dim].
-    """
-    k, v, prefix = _expand_for_sdpa(k, v, prefix, q.shape[1] // k.shape[1])
-    out = torch.empty_like(q)
-    start = 0
-    for length in seq_lens:
-        end = start + length
-        qi = q[start:end].transpose(0, 1)[None]  # [1, heads, L, head_dim]
-        ki = k[start:end].transpose(0, 1)[None]
-        vi = v[start:end].transpose(0, 1)[None]
-        if prefix is None:
-            oi = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True)
-        else:
-            ki, vi = torch.cat((prefix[0], ki), dim=2), torch.cat((prefix[1], vi), dim=2)  # [1, heads, P + L, d]
-            mask = _prefix_causal_mask(length, prefix[0].shape[2], q.device)
-            oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)
-        out[start:end] = oi[0].transpose(0, 1)
-        start = end
-    return out
-
-
-def last_token_attention(
-    q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], prefix: tuple[Tensor, Tensor] | None = None
-) -> Tensor:
-    """Attention of each packed sequence's last token only: it sees every key of its sequence
-    (and the prefix), so no mask is needed.
-
-    q [B, heads, head_dim] (one row per sequence), k/v [T, kv_heads, head_dim] -> [B, heads, head_dim].
-    """
-    k, v, prefix = _expand_for_sdpa(k, v, prefix, q.shape[1] // k.shape[1])
-    out = torch.empty_like(q)
-    start = 0
-    for i, length in enumerate(seq_lens):
-        end = start + length
-        qi = q[i][None, :, None, :]  # [1, heads, 1, head_dim]
-        ki = k[start:end].transpose(0, 1)[None]  # [1, heads, L, head_dim]
-        vi = v[start:end].transpose(0, 1)[None]
-        if prefix is not None:
-            ki, vi = torch.cat((prefix[0], ki), dim=2), torch.cat((prefix[1], vi), dim=2)  # [1, heads, P + L, d]
-        out[i] = F.scaled_dot_product_attention(qi, ki, vi)[0, :, 0]
-        start = end
-    return out
-
-
-def _expand_for_sdpa(
-    k: Tensor, v: Tensor, prefix: tuple[Tensor, Tensor] | None, groups: int
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """k/v [T, kv_heads, d] -> [T, heads, d]; prefix k/v [P, kv_heads, d] -> [1, heads, P, d].
-
-    SDPA's fused (flash) CPU kernel takes only 4-D inputs with as many kv heads as q heads;
-    3-D inputs or enable_gqa fall back to the unfused math kernel, which is several times
-    slower in bf16. Expanding the kv heads once over the packed tensor is a cheap copy.
-    """
-    if prefix is not None:
-        prefix = (_expand_kv(prefix[0], groups).transpose(0, 1)[None],
-                  _expand_kv(prefix[1], groups).transpose(0, 1)[None])
-    return _expand_kv(k, groups), _expand_kv(v, groups), prefix
-
-
-def _expand_kv(x: Tensor, groups: int) -> Tensor:
-    """[T, kv_heads, head_dim] -> [T, kv_heads * groups, head_dim]: each kv head serves `groups`
-    consecutive q heads, as in the reference's repeat_kv."""
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[0] if self.keys else 0
 
 
 class Attention(nn.Module):
@@ -169,9 +108,10 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.kernels = EAGER
+        self.attention: AttentionBackend = SdpaLoop()  # Qwen3Model.use_attention sets every layer's
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int],
+        self, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout,
         prefix: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """-> (output [T, hidden], k and v [T, kv_heads, head_dim] for a prefix cache)."""
@@ -181,11 +121,11 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(tokens, self.kv_heads, self.head_dim)
         q = self.kernels.norm_rope(q, self.q_norm.weight, cos, sin, self.q_norm.eps)
         k = self.kernels.norm_rope(k, self.k_norm.weight, cos, sin, self.k_norm.eps)
-        out = causal_attention_packed(q, k, v, seq_lens, prefix)  # [T, heads, head_dim]
+        out = self.attention.causal(q, k, v, layout, prefix)  # [T, heads, head_dim]
         return self.o_proj(out.reshape(tokens, self.heads * self.head_dim)), k, v
 
     def forward_rows(
-        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int], rows: Tensor,
+        self, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout, rows: Tensor,
         prefix: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """The output at `rows` [B] only (each sequence's last token): keys and values still
@@ -196,7 +136,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(tokens, self.kv_heads, self.head_dim)
         q = self.kernels.norm_rope(q, self.q_norm.weight, cos[rows], sin[rows], self.q_norm.eps)
         k = self.kernels.norm_rope(k, self.k_norm.weight, cos, sin, self.k_norm.eps)
-        out = last_token_attention(q, k, v, seq_lens, prefix)  # [B, heads, head_dim]
+        out = self.attention.last_token(q, k, v, layout, prefix)  # [B, heads, head_dim]
         return self.o_proj(out.reshape(picked, self.heads * self.head_dim))
 
 
@@ -220,19 +160,19 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int],
+        self, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout,
         prefix: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        attended, k, v = self.self_attn(self.input_layernorm(x), cos, sin, seq_lens, prefix)
+        attended, k, v = self.self_attn(self.input_layernorm(x), cos, sin, layout, prefix)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
     def forward_rows(
-        self, x: Tensor, cos: Tensor, sin: Tensor, seq_lens: list[int], rows: Tensor,
+        self, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout, rows: Tensor,
         prefix: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """The layer's output at `rows` only: x [T, hidden] -> [B, hidden]."""
-        x_rows = x[rows] + self.self_attn.forward_rows(self.input_layernorm(x), cos, sin, seq_lens, rows, prefix)
+        x_rows = x[rows] + self.self_attn.forward_rows(self.input_layernorm(x), cos, sin, layout, rows, prefix)
         return x_rows + self.mlp(self.post_attention_layernorm(x_rows))
 
 
@@ -245,6 +185,7 @@ class Qwen3Model(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attention: AttentionBackend = SdpaLoop()
 
     def forward(
         self, input_ids: Tensor, positions: Tensor, seq_lens: list[int], prefix: KVPrefix | None = None,
@@ -258,6 +199,13 @@ class Qwen3Model(nn.Module):
         Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
         """
         return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix, rows=rows))
+
+    def use_attention(self, backend: AttentionBackend) -> None:
+        """How every layer attends over a packed batch (see model.attention)."""
+        self.attention = backend
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.attention = backend
 
     def use_kernels(self, kernels: Kernels) -> None:
         """Run the elementwise kernels eagerly (the default) or compiled (see model.kernels)."""
@@ -279,12 +227,13 @@ class Qwen3Model(nn.Module):
         """Hidden states [T, hidden] (or [B, hidden] at `rows`) before the final norm; appends each
         layer's k/v to `collect`."""
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        layout = self.attention.layout(seq_lens, 0 if prefix is None else prefix.length, input_ids.device)
         x = self.embed_tokens(input_ids)  # [T, hidden]
         for index, layer in enumerate(self.layers):
             cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
             if rows is not None and index == len(self.layers) - 1:
-                return layer.forward_rows(x, cos, sin, seq_lens, rows, cached)  # [B, hidden]
-            x, k, v = layer(x, cos, sin, seq_lens, cached)
+                return layer.forward_rows(x, cos, sin, layout, rows, cached)  # [B, hidden]
+            x, k, v = layer(x, cos, sin, layout, cached)
             if collect is not None:
                 collect.keys.append(k)
                 collect.values.append(v)

@@ -1,0 +1,243 @@
+"""Causal attention over a packed batch, in one of two ways, chosen once per model:
+
+    SdpaLoop   one scaled_dot_product_attention call per sequence per layer. On a CPU this is
+               the fastest there is: SDPA's fused CPU kernel per sequence (12 ms per layer for
+               16 sequences, 2,446 tokens, bf16) against 22 ms for one compiled flex_attention
+               call with a document-causal block mask (bench notes in docs/benchmarks.md).
+               Nested jagged tensors are no alternative: their SDPA refuses is_causal.
+    Varlen     torch.nn.attention.varlen.varlen_attn: FlashAttention over the whole packed batch
+               in one call per layer, sequences told apart by cumulative lengths (cu_seqlens).
+               On a GPU the loop costs a kernel launch per sequence per layer (thousands per
+               batch); this costs one. CUDA only, bf16/fp16 only.
+
+A batch's `Layout` is built once per forward pass (the varlen tensors go to the device once, not
+per layer). Keys continue a shared prefix (the reranker's): for Varlen each sequence's keys are
+the prefix followed by its own tokens, and FlashAttention's causal mask is aligned at the bottom
+right, so own token j sees the P prefix keys and own keys 0..j, as in SdpaLoop's explicit mask.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["AttentionBackend", "Layout", "SdpaLoop", "Varlen", "ATTENTION_CHOICES", "choose_attention",
+           "varlen_available", "varlen_attention_function"]
+
+ATTENTION_CHOICES = ("auto", "sdpa", "varlen")
+Prefix = tuple[Tensor, Tensor]  # k, v of a shared prefix: [P, kv_heads, head_dim] each
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the sequences of a packed batch lie, as each backend needs it."""
+
+    seq_lens: list[int]
+    prefix_len: int = 0  # tokens of a shared prefix every sequence continues (0: none)
+    cu_q: Tensor | None = None  # Varlen: [B + 1] int32, cumulative query lengths
+    cu_k: Tensor | None = None  # Varlen: [B + 1] int32, cumulative key lengths (prefix + own)
+    key_order: Tensor | None = None  # Varlen with a prefix: [sum(P + L)] rows of cat(prefix, keys)
+
+    @property
+    def max_len(self) -> int:
+        return max(self.seq_lens)
+
+
+class AttentionBackend(Protocol):
+    name: str
+
+    def layout(self, seq_lens: list[int], prefix_len: int, device: torch.device) -> Layout:
+        """Built once per forward pass."""
+        ...
+
+    def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        """q [T, heads, d], k/v [T, kv_heads, d] -> [T, heads, d], causal within each sequence."""
+        ...
+
+    def last_token(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        """q [B, heads, d] (each sequence's last token), k/v [T, kv_heads, d] -> [B, heads, d]."""
+        ...
+
+
+# ---------------------------------------------------------------------------- one call per sequence
+
+
+def _prefix_causal_mask(queries: int, prefix: int, device: torch.device) -> Tensor:
+    """[L, P + L] bool: query j (absolute position P + j) sees keys 0 .. P + j."""
+    keys = torch.arange(prefix + queries, device=device)
+    return keys[None, :] <= (prefix + torch.arange(queries, device=device))[:, None]
+
+
+def expand_kv(x: Tensor, groups: int) -> Tensor:
+    """[T, kv_heads, head_dim] -> [T, kv_heads * groups, head_dim]: each kv head serves `groups`
+    consecutive q heads, as in the reference's repeat_kv."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def _expand_for_sdpa(k: Tensor, v: Tensor, prefix: Prefix | None, groups: int) -> tuple[Tensor, Tensor, Prefix | None]:
+    """k/v [T, kv_heads, d] -> [T, heads, d]; prefix k/v [P, kv_heads, d] -> [1, heads, P, d].
+
+    SDPA's fused (flash) CPU kernel takes only 4-D inputs with as many kv heads as q heads;
+    3-D inputs or enable_gqa fall back to the unfused math kernel, which is several times
+    slower in bf16. Expanding the kv heads once over the packed tensor is a cheap copy.
+    """
+    if prefix is not None:
+        prefix = (expand_kv(prefix[0], groups).transpose(0, 1)[None],
+                  expand_kv(prefix[1], groups).transpose(0, 1)[None])
+    return expand_kv(k, groups), expand_kv(v, groups), prefix
+
+
+class SdpaLoop:
+    name = "sdpa"
+
+    def layout(self, seq_lens: list[int], prefix_len: int, device: torch.device) -> Layout:
+        return Layout(seq_lens, prefix_len)
+
+    def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        k, v, prefix = _expand_for_sdpa(k, v, prefix, q.shape[1] // k.shape[1])
+        out = torch.empty_like(q)
+        start = 0
+        for length in layout.seq_lens:
+            end = start + length
+            qi = q[start:end].transpose(0, 1)[None]  # [1, heads, L, head_dim]
+            ki = k[start:end].transpose(0, 1)[None]
+            vi = v[start:end].transpose(0, 1)[None]
+            if prefix is None:
+                oi = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True)
+            else:
+                ki, vi = torch.cat((prefix[0], ki), dim=2), torch.cat((prefix[1], vi), dim=2)  # [1, heads, P + L, d]
+                mask = _prefix_causal_mask(length, prefix[0].shape[2], q.device)
+                oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)
+            out[start:end] = oi[0].transpose(0, 1)
+            start = end
+        return out
+
+    def last_token(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        # The last token sees every key of its sequence (and the prefix): no mask.
+        k, v, prefix = _expand_for_sdpa(k, v, prefix, q.shape[1] // k.shape[1])
+        out = torch.empty_like(q)
+        start = 0
+        for i, length in enumerate(layout.seq_lens):
+            end = start + length
+            qi = q[i][None, :, None, :]  # [1, heads, 1, head_dim]
+            ki = k[start:end].transpose(0, 1)[None]  # [1, heads, L, head_dim]
+            vi = v[start:end].transpose(0, 1)[None]
+            if prefix is not None:
+                ki, vi = torch.cat((prefix[0], ki), dim=2), torch.cat((prefix[1], vi), dim=2)  # [1, heads, P + L, d]
+            out[i] = F.scaled_dot_product_attention(qi, ki, vi)[0, :, 0]
+            start = end
+        return out
+
+
+_SINGLE = SdpaLoop()  # what Varlen runs for a batch of one sequence
+
+# ---------------------------------------------------------------------------- one call per layer
+
+VarlenFunction = Callable[..., Tensor]
+
+
+def varlen_attention_function() -> VarlenFunction | None:
+    """torch's varlen_attn where this torch has it (2.9+), else None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+@functools.cache
+def _causal_keywords(function: VarlenFunction) -> tuple[dict[str, object], bool]:
+    """How this torch's varlen_attn is told "causal" (window_size=(-1, 0) from 2.10 on, is_causal
+    before), and whether it takes fewer kv heads than q heads itself (enable_gqa)."""
+    parameters = inspect.signature(function).parameters
+    causal: dict[str, object] = {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
+    return causal, "enable_gqa" in parameters
+
+
+class Varlen:
+    name = "varlen"
+
+    def __init__(self, function: VarlenFunction | None = None) -> None:
+        """`function` has varlen_attn's signature; tests pass a reference that runs on a CPU."""
+        found = function or varlen_attention_function()
+        if found is None:
+            raise RuntimeError("this torch has no torch.nn.attention.varlen")
+        self.function = found
+        self.causal_keywords, self.native_gqa = _causal_keywords(found)
+
+    def layout(self, seq_lens: list[int], prefix_len: int, device: torch.device) -> Layout:
+        if len(seq_lens) == 1 and not prefix_len:
+            # One sequence is one SDPA call anyway (flash on CUDA), and its layout holds no device
+            # tensor: a CUDA graph can capture it (model.graphs).
+            return Layout(seq_lens)
+        lengths = torch.tensor(seq_lens, dtype=torch.int32)
+        cu_q = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))  # [B + 1]
+        if not prefix_len:
+            cu_q = cu_q.to(device, non_blocking=True)
+            return Layout(seq_lens, 0, cu_q, cu_q)
+        cu_k = F.pad((lengths + prefix_len).cumsum(0, dtype=torch.int32), (1, 0))
+        # Row i of cat(prefix, own keys): prefix rows 0..P-1, own token t at P + t.
+        own = torch.arange(sum(seq_lens)) + prefix_len
+        pieces, start = [], 0
+        for length in seq_lens:
+            pieces += [torch.arange(prefix_len), own[start:start + length]]
+            start += length
+        key_order = torch.cat(pieces)  # [sum(P + L)]
+        return Layout(seq_lens, prefix_len, cu_q.to(device), cu_k.to(device), key_order.to(device))
+
+    def _keys(self, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None, groups: int) -> tuple[Tensor, Tensor]:
+        if prefix is not None:  # each sequence's keys: the prefix, then its own
+            k = torch.cat((prefix[0], k))[layout.key_order]  # [sum(P + L), kv_heads, d]
+            v = torch.cat((prefix[1], v))[layout.key_order]
+        if not self.native_gqa:
+            k, v = expand_kv(k, groups), expand_kv(v, groups)
+        return k, v
+
+    def _call(self, q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, max_q: int, max_k: int,
+              causal: bool) -> Tensor:
+        keywords = dict(self.causal_keywords) if causal else {}
+        if self.native_gqa and k.shape[1] != q.shape[1]:
+            keywords["enable_gqa"] = True
+        return self.function(q, k, v, cu_q, cu_k, max_q, max_k, **keywords)
+
+    def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        if layout.cu_q is None:
+            return _SINGLE.causal(q, k, v, layout, prefix)
+        k, v = self._keys(k, v, layout, prefix, q.shape[1] // k.shape[1])
+        # cu_k / max_k include the prefix; the causal mask is aligned at the bottom right
+        return self._call(q, k, v, layout.cu_q, layout.cu_k, layout.max_len, layout.max_len + layout.prefix_len,
+                          causal=True)
+
+    def last_token(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        if layout.cu_q is None:
+            return _SINGLE.last_token(q, k, v, layout, prefix)
+        k, v = self._keys(k, v, layout, prefix, q.shape[1] // k.shape[1])
+        ones = torch.arange(len(layout.seq_lens) + 1, dtype=torch.int32, device=q.device)  # one query each
+        return self._call(q, k, v, ones, layout.cu_k, 1, layout.max_len + layout.prefix_len, causal=False)
+
+
+def varlen_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """FlashAttention's varlen kernel: CUDA, bf16 or fp16, and a torch that exposes it."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    return device.type == "cuda" and half and varlen_attention_function() is not None
+
+
+def choose_attention(choice: str, device: torch.device, dtype: torch.dtype) -> AttentionBackend:
+    """auto: Varlen where it runs (CUDA, bf16/fp16), else SdpaLoop; sdpa / varlen: that one
+    (varlen where it cannot run is a ValueError naming why)."""
+    if choice not in ATTENTION_CHOICES:
+        raise ValueError(f"unknown attention {choice!r}: use {', '.join(ATTENTION_CHOICES)}")
+    if choice == "sdpa" or (choice == "auto" and not varlen_available(device, dtype)):
+        return SdpaLoop()
+    if not varlen_available(device, dtype):
+        raise ValueError(f"attention 'varlen' needs a CUDA device, bf16 or fp16, and torch >= 2.9 with "
+                         f"torch.nn.attention.varlen (here: {device.type}, {str(dtype).removeprefix('torch.')}, "
+                         f"torch {torch.__version__})")
+    return Varlen()
