@@ -133,3 +133,81 @@ def test_a_rerank_job_is_started_once_and_scored_in_batches_that_interleave():
     assert scorer.started == 1 and sorted(i for b in scorer.batches for i in b) == list(range(10))
     assert all(len(b) <= 4 for b in scorer.batches)  # the budget counts what a pair costs after the prefix
     assert rerank.future.result() == [float(i) for i in range(10)] and rerank.tokens == 100
+
+
+class DeferredCopies:
+    """copy_back as on a GPU: rows come back later; records when each batch is launched and read."""
+
+    def __init__(self, model: FakeModel, fail_batch: int | None = None) -> None:
+        self.model, self.fail_batch, self.log = model, fail_batch, []
+
+    def __call__(self, pooled):
+        number = len(self.model.batches)
+        self.log.append(("launch", number))
+        copies = self
+
+        class Pending:
+            def wait(self):
+                copies.log.append(("wait", number))
+                if number == copies.fail_batch:
+                    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+                return pooled
+
+        return Pending()
+
+
+def test_on_a_gpu_the_next_batch_is_launched_before_the_last_one_is_read():
+    model = FakeModel()
+    copies = DeferredCopies(model)
+    scheduler = Scheduler(model, 8, copy_back=copies)  # one job per batch
+    jobs = [_job(i, [8]) for i in (1, 2, 3)]
+    for job in jobs:
+        scheduler.add(job)
+    scheduler.step()
+    assert copies.log == [("launch", 1)] and not jobs[0].future.done()  # on its way, not read yet
+    scheduler.step()
+    assert copies.log == [("launch", 1), ("launch", 2), ("wait", 1)]  # batch 2 queued before 1 is read
+    assert jobs[0].future.result().tolist() == [[1.0, 8.0]] and not jobs[1].future.done()
+    while scheduler.step():
+        pass
+    assert copies.log[3:] == [("launch", 3), ("wait", 2), ("wait", 3)]
+    assert [job.future.result().tolist() for job in jobs] == [[[1.0, 8.0]], [[2.0, 8.0]], [[3.0, 8.0]]]
+    assert scheduler.in_flight is None
+
+
+def test_a_lone_request_on_a_gpu_is_answered_without_waiting_for_more_work():
+    model = FakeModel()
+    scheduler = Scheduler(model, 64, copy_back=DeferredCopies(model))
+    job = _job(7, [3, 5])
+    scheduler.add(job)
+    assert scheduler.step()  # launched; its rows on their way
+    assert not scheduler.step()  # nothing else to launch: read them now
+    assert job.future.result().tolist() == [[7.0, 3.0], [7.0, 5.0]]
+
+
+def test_a_device_error_found_when_reading_fails_only_that_batch():
+    model = FakeModel()
+    scheduler = Scheduler(model, 8, copy_back=DeferredCopies(model, fail_batch=1))
+    first, second = _job(1, [8]), _job(2, [8])
+    scheduler.add(first)
+    scheduler.add(second)
+    while scheduler.step():
+        pass
+    with pytest.raises(EngineFailure, match="illegal memory access"):
+        first.future.result()
+    assert second.future.result().tolist() == [[2.0, 8.0]]
+
+
+def test_a_job_cancelled_while_its_rows_are_on_their_way_is_dropped():
+    model = FakeModel()
+    scheduler = Scheduler(model, 8, copy_back=DeferredCopies(model))
+    leaving, staying = _job(1, [8, 8]), _job(2, [8])
+    scheduler.add(leaving)
+    scheduler.add(staying)
+    scheduler.step()  # leaving's first sequence on its way
+    leaving.future.cancel()
+    while scheduler.step():
+        pass
+    assert staying.future.result().tolist() == [[2.0, 8.0]]
+    assert [batch[0][0] for batch in model.batches] == [1, 2]  # its second sequence never ran
+    assert scheduler.jobs == [] and scheduler.in_flight is None

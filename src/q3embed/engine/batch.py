@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..model.transfer import to_device
+
 __all__ = ["pack", "shared_prefix_length"]
 
 
@@ -19,7 +21,8 @@ def pack(
     seq_lens = [len(seq) for seq in sequences]
     input_ids = torch.tensor([tok for seq in sequences for tok in seq], dtype=torch.long)
     positions = torch.cat([torch.arange(start, start + n, dtype=torch.long) for n in seq_lens])
-    return input_ids.to(device), positions.to(device), seq_lens
+    return to_device(input_ids, device), to_device(positions, device), seq_lens
+
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:

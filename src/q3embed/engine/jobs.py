@@ -9,6 +9,10 @@ A job is one request's token id lists: an `EmbedJob` (pooled vectors back) or a 
 - **Cancellable**: a job whose future was cancelled (its client left) is dropped before the
   next batch; none of its remaining sequences is computed.
 - **Isolated**: a batch that raises fails only the jobs it held; every future completes.
+- **Overlapped on a GPU**: a batch's pooled rows come back to the host asynchronously (pinned
+  memory, one copy per batch, not per request); the scheduler launches the next batch before it
+  waits for them, so the GPU computes batch N+1 while the host scatters batch N's results and
+  answers its requests. A CPU's results are ready when the forward pass returns.
 
 The engine's worker thread drives one scheduler for all callers; `Embedder.run` and
 `Reranker.score_tokens` drive one inline for their single job. A rerank job's batches hold only
@@ -30,7 +34,7 @@ from torch import Tensor
 from ..errors import EngineFailure, Q3EmbedError
 
 __all__ = ["BatchObserver", "EmbedJob", "Forward", "NULL_OBSERVER", "RerankJob", "RerankBatches", "Scheduler",
-           "run_jobs"]
+           "run_jobs", "PendingRows", "copy_back"]
 
 log = logging.getLogger("q3embed")
 
@@ -49,6 +53,44 @@ class _NullObserver:
 
 
 NULL_OBSERVER: BatchObserver = _NullObserver()
+
+
+class PendingRows(Protocol):
+    """Pooled rows on their way to the host."""
+
+    def wait(self) -> Tensor:
+        """-> [b, hidden] fp32 on the CPU; raises what the device raised while computing them."""
+        ...
+
+
+class _RowsFromGpu:
+    def __init__(self, pooled: Tensor) -> None:
+        self.rows = torch.empty(pooled.shape, dtype=torch.float32, pin_memory=True)  # [b, hidden]
+        self.rows.copy_(pooled, non_blocking=True)
+        self.done = torch.cuda.Event()
+        self.done.record()
+
+    def wait(self) -> Tensor:
+        self.done.synchronize()
+        return self.rows
+
+
+def copy_back(pooled: Tensor) -> Tensor | PendingRows:
+    """A batch's pooled rows [b, hidden] as fp32 on the host: ready now from a CPU, on their way
+    from a GPU (the copy is queued behind the forward pass; nothing waits for it yet)."""
+    if pooled.is_cuda:
+        return _RowsFromGpu(pooled)
+    return pooled.to("cpu", torch.float32)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """An embedding batch launched on the device whose rows are not back yet."""
+
+    picks: list[tuple["EmbedJob", list[int]]]
+    rows: PendingRows
+    tokens: int
+    started: float
 
 
 class RerankBatches(Protocol):
@@ -70,8 +112,9 @@ class _Job:
     future: Future = field(default_factory=Future)
     tokens: int = field(default=0, init=False)  # what the request costs, fixed (the queue counts it)
     lengths: list[int] = field(init=False)  # what each sequence still costs to compute
-    served: int = field(default=0, init=False)  # tokens computed so far (the fairness key)
-    pending: list[int] = field(init=False)  # indices not computed yet, longest first
+    served: int = field(default=0, init=False)  # tokens launched so far (the fairness key)
+    pending: list[int] = field(init=False)  # indices not launched yet, longest first
+    running: int = field(default=0, init=False)  # batches launched whose results are not back yet
 
     def __post_init__(self) -> None:
         self.lengths = [len(s) for s in self.sequences]
@@ -157,12 +200,15 @@ def _settle(job: Job, error: Exception | None = None) -> None:
 class Scheduler:
     """The jobs in progress, one batch per `step` (not thread-safe: one thread drives it)."""
 
-    def __init__(self, forward: Forward, max_batch_tokens: int, observer: BatchObserver = NULL_OBSERVER) -> None:
+    def __init__(self, forward: Forward, max_batch_tokens: int, observer: BatchObserver = NULL_OBSERVER,
+                 copy_back: Callable[[Tensor], Tensor | PendingRows] = copy_back) -> None:
         self.forward = forward
         self.max_batch_tokens = max_batch_tokens
         self.observer = observer
+        self.copy_back = copy_back
         self.jobs: list[Job] = []  # in arrival order
         self.finished: list[Job] = []  # settled or dropped since the caller last looked (see take_finished)
+        self.in_flight: _InFlight | None = None  # at most one batch whose rows are on their way
 
     def add(self, job: Job) -> None:
         self.jobs.append(job)
@@ -175,16 +221,20 @@ class Scheduler:
         """Drop cancelled jobs, run one batch, settle the jobs it completed; False when idle."""
         for job in [j for j in self.jobs if j.future.cancelled()]:
             self._remove(job)
-        if not self.jobs:
-            return False
-        first = min(self.jobs, key=lambda j: j.served)  # min keeps arrival order among equals
+        waiting = [j for j in self.jobs if j.pending]  # work not launched yet
+        if not waiting:
+            self._land()  # only results on their way: take them
+            return bool(self.jobs)
+        first = min(waiting, key=lambda j: j.served)  # min keeps arrival order among equals
         if isinstance(first, RerankJob):
+            self._land()
             self._run_rerank(first)
         else:
             self._run_embeds(self._embed_batch(first))
         return bool(self.jobs)
 
     def fail_all(self, error: Exception) -> None:
+        self.in_flight = None
         for job in list(self.jobs):
             self._remove(job, error)
 
@@ -196,7 +246,8 @@ class Scheduler:
         thus gets a batch of its own, which takes its own time, not a full batch's (seconds on a
         CPU); the long job goes on in the next step."""
         picks, used = [], 0
-        peers = [j for j in self.jobs if isinstance(j, EmbedJob) and j is not first and j.served == first.served]
+        peers = [j for j in self.jobs
+                 if isinstance(j, EmbedJob) and j is not first and j.pending and j.served == first.served]
         for job in [first, *peers]:  # first is the least served: its peers are the jobs served as little
             taken = job.take(self.max_batch_tokens - used, alone=not picks)
             if taken:
@@ -207,24 +258,51 @@ class Scheduler:
         return picks
 
     def _run_embeds(self, picks: list[tuple[EmbedJob, list[int]]]) -> None:
+        """Launch one batch, then land the one launched before it (on a GPU they overlap)."""
         sequences = [job.sequences[i] for job, taken in picks for i in taken]
         started = time.perf_counter()
         try:
             with torch.inference_mode():
-                pooled = self.forward(sequences).to("cpu", torch.float32)  # [b, hidden]
+                rows = self.copy_back(self.forward(sequences))  # [b, hidden], ready or on its way
         except Exception as exc:
             for job, _ in picks:
                 self._remove(job, _failure(exc))
+            self._land()
             return
-        tokens = sum(len(s) for s in sequences)
-        self.observer.batch_done(len(sequences), tokens, time.perf_counter() - started)
-        row = 0
         for job, taken in picks:
-            job.store(taken, pooled[row:row + len(taken)])
             job.served += sum(job.lengths[i] for i in taken)
+            job.running += 1
+        launched = _InFlight(picks, rows, sum(len(s) for s in sequences), started)
+        self._land()
+        if isinstance(rows, Tensor):
+            self._scatter(launched, rows)
+        else:
+            self.in_flight = launched
+
+    def _land(self) -> None:
+        """Wait for the batch on its way, if any, and hand its rows to their jobs."""
+        launched, self.in_flight = self.in_flight, None
+        if launched is None:
+            return
+        try:
+            rows = launched.rows.wait()
+        except Exception as exc:  # a device error surfaces where its results are read
+            for job, _ in launched.picks:
+                if job in self.jobs:
+                    self._remove(job, _failure(exc))
+            return
+        self._scatter(launched, rows)
+
+    def _scatter(self, launched: _InFlight, rows: Tensor) -> None:
+        self.observer.batch_done(rows.shape[0], launched.tokens, time.perf_counter() - launched.started)
+        row = 0
+        for job, taken in launched.picks:
+            job.running -= 1
+            if job in self.jobs:  # not cancelled or failed meanwhile
+                job.store(taken, rows[row:row + len(taken)])
+                if not job.pending and not job.running:
+                    self._remove(job)
             row += len(taken)
-            if not job.pending:
-                self._remove(job)
 
     def _run_rerank(self, job: RerankJob) -> None:
         started = time.perf_counter()

@@ -18,6 +18,7 @@ from ..errors import CheckpointError, ModelNotFoundError
 from ..model.heads import YesNoHead, last_token_indices, matryoshka
 from ..model.kernels import KernelSchedule
 from ..model.qwen3 import KVPrefix
+from ..model.transfer import to_device
 from ..text.tokenizer import MAX_LENGTH_DEFAULT
 from ..weights.checkpoint import LoadedQwen3
 from ..weights.loading import is_qwen3_model, load_qwen3
@@ -114,7 +115,7 @@ class Qwen3RerankScorer:
         prefix = None
         if shared:
             self.kernels.count(shared)
-            prefix = self.model.prefill(torch.tensor(pairs[0][:shared], device=self.device))
+            prefix = self.model.prefill(to_device(torch.tensor(pairs[0][:shared]), self.device))
         rests = [ids[shared:] for ids in pairs]
         return _Qwen3State(shared, prefix, rests), [len(ids) for ids in rests]
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .transfer import to_device
+
 __all__ = ["AttentionBackend", "Layout", "SdpaLoop", "Varlen", "ATTENTION_CHOICES", "choose_attention",
            "varlen_available", "varlen_attention_function"]
 
@@ -180,7 +182,7 @@ class Varlen:
         lengths = torch.tensor(seq_lens, dtype=torch.int32)
         cu_q = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))  # [B + 1]
         if not prefix_len:
-            cu_q = cu_q.to(device, non_blocking=True)
+            cu_q = to_device(cu_q, device)
             return Layout(seq_lens, 0, cu_q, cu_q)
         cu_k = F.pad((lengths + prefix_len).cumsum(0, dtype=torch.int32), (1, 0))
         # Row i of cat(prefix, own keys): prefix rows 0..P-1, own token t at P + t.
@@ -190,7 +192,8 @@ class Varlen:
             pieces += [torch.arange(prefix_len), own[start:start + length]]
             start += length
         key_order = torch.cat(pieces)  # [sum(P + L)]
-        return Layout(seq_lens, prefix_len, cu_q.to(device), cu_k.to(device), key_order.to(device))
+        return Layout(seq_lens, prefix_len, to_device(cu_q, device), to_device(cu_k, device),
+                      to_device(key_order, device))
 
     def _keys(self, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None, groups: int) -> tuple[Tensor, Tensor]:
         if prefix is not None:  # each sequence's keys: the prefix, then its own
@@ -219,7 +222,7 @@ class Varlen:
         if layout.cu_q is None:
             return _SINGLE.last_token(q, k, v, layout, prefix)
         k, v = self._keys(k, v, layout, prefix, q.shape[1] // k.shape[1])
-        ones = torch.arange(len(layout.seq_lens) + 1, dtype=torch.int32, device=q.device)  # one query each
+        ones = torch.arange(len(layout.seq_lens) + 1, dtype=torch.int32, device=q.device)  # one query each (no copy)
         return self._call(q, k, v, ones, layout.cu_k, 1, layout.max_len + layout.prefix_len, causal=False)
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .transfer import to_device
+
 __all__ = ["POOLING_MODES", "last_token_indices", "pool_padded", "matryoshka", "YesNoHead"]
 
 POOLING_MODES = ("mean", "cls", "lasttoken")
@@ -18,7 +20,8 @@ def last_token_indices(seq_lens: list[int], device: torch.device | None = None) 
 
     Located by length, never by token id: the pad token and `<|endoftext|>` are the same id.
     """
-    return torch.tensor(seq_lens, device=device).cumsum(0) - 1
+    rows = torch.tensor(seq_lens).cumsum(0) - 1
+    return rows if device is None else to_device(rows, device)
 
 
 def pool_padded(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
