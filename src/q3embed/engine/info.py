@@ -22,6 +22,7 @@ class ModelInfo:
     supports_instructions: bool
     aliases: tuple[str, ...] = ()  # names besides `name` that chose it (`auto`, see ResolvedModel)
     source: str = ""  # where it was found: "Hugging Face cache ...", "Ollama store ...", "local path ..."
+    attention: str = ""  # Qwen3: "sdpa" or "varlen" (model/attention.py); "" where the model's own code attends
 
 
 @dataclass(frozen=True)

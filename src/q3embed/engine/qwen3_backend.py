@@ -24,7 +24,7 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
     return ModelInfo(name=resolved.name, path=str(resolved.path), kind=kind, dimensions=loaded.config.hidden_size,
                      max_length=loaded.tokenizer.max_length, device=str(placement.device),
                      dtype=dtype_name(placement.dtype), supports_instructions=True,
-                     aliases=resolved.aliases, source=resolved.reason)
+                     aliases=resolved.aliases, source=resolved.reason, attention=placement.attention)
 
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
