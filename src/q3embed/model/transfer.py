@@ -13,9 +13,9 @@ from torch import Tensor
 __all__ = ["to_device"]
 
 
-def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
     """A host tensor on `device`: as it is for a CPU; for a GPU a copy queued on the current
     stream, ahead of the kernels that read it."""
-    if device.type != "cuda":
-        return tensor
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
