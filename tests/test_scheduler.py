@@ -211,3 +211,11 @@ def test_a_job_cancelled_while_its_rows_are_on_their_way_is_dropped():
     assert staying.future.result().tolist() == [[2.0, 8.0]]
     assert [batch[0][0] for batch in model.batches] == [1, 2]  # its second sequence never ran
     assert scheduler.jobs == [] and scheduler.in_flight is None
+
+
+def test_an_empty_request_is_answered_not_spun_on():
+    scheduler = Scheduler(FakeModel(), BUDGET)
+    empty = EmbedJob([])
+    scheduler.add(empty)
+    assert not scheduler.step()
+    assert empty.future.result().shape == (0, 0)

@@ -147,7 +147,7 @@ class EmbedJob(_Job):
         self.output[list(indices)] = rows
 
     def result(self) -> Tensor:
-        return self.output
+        return self.output if self.output is not None else torch.empty(0, 0)
 
 
 @dataclass(eq=False)
@@ -219,8 +219,8 @@ class Scheduler:
 
     def step(self) -> bool:
         """Drop cancelled jobs, run one batch, settle the jobs it completed; False when idle."""
-        for job in [j for j in self.jobs if j.future.cancelled()]:
-            self._remove(job)
+        for job in [j for j in self.jobs if j.future.cancelled() or not (j.pending or j.running)]:
+            self._remove(job)  # cancelled, or with nothing to compute at all (an empty request)
         waiting = [j for j in self.jobs if j.pending]  # work not launched yet
         if not waiting:
             self._land()  # only results on their way: take them

@@ -80,7 +80,12 @@ def _prefix_causal_mask(queries: int, prefix: int, device: torch.device) -> Tens
 def expand_kv(x: Tensor, groups: int) -> Tensor:
     """[T, kv_heads, head_dim] -> [T, kv_heads * groups, head_dim]: each kv head serves `groups`
     consecutive q heads, as in the reference's repeat_kv."""
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+    if groups == 1:
+        return x
+    tokens, kv_heads, head_dim = x.shape
+    # expand + reshape, not repeat_interleave: the same copy, with no host sync that could break a
+    # CUDA graph capture (model.graphs)
+    return x[:, :, None, :].expand(tokens, kv_heads, groups, head_dim).reshape(tokens, kv_heads * groups, head_dim)
 
 
 def _expand_for_sdpa(k: Tensor, v: Tensor, prefix: Prefix | None, groups: int) -> tuple[Tensor, Tensor, Prefix | None]:
