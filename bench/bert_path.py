@@ -4,9 +4,9 @@
 
 Same model files (the bundled all-MiniLM-L6-v2), same dtype, same truncation (the model's 256
 tokens), same texts (the first --docs documents of a BEIR corpus, title + " " + text, as BEIR
-feeds a dense model; or its queries with --queries), each engine in this process, alternating round by round; prints each
-round's seconds and docs/s, the medians, the ratio and the cosine between the two engines'
-vectors. sentence-transformers runs its own length-sorted batches of 32 (its default).
+feeds a dense model; or its queries with --queries), each engine in this process, alternating
+round by round; prints each round's seconds and docs/s, the medians, the ratio and the cosine
+between the two engines' vectors. sentence-transformers runs its own length-sorted batches of 32 (its default).
 """
 
 from __future__ import annotations

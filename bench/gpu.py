@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.metadata
-import inspect
 import json
 import os
-import pkgutil
 import shutil
 import statistics
 import subprocess
@@ -38,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CARRIED = HERE / ".gpu"  # --prepare writes it; carried to the GPU machine with the working tree
-sys.path[:0] = [str(HERE.parent / "src"), str(CARRIED / "site")]
+sys.path[:0] = [str(HERE), str(HERE.parent / "src"), str(CARRIED / "site")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -76,26 +74,9 @@ def prepare() -> None:
 
 def docstrings(count: int) -> list[str]:
     """Real English of mixed length: docstrings of the standard library (present on any Python)."""
-    import importlib
+    from common import stdlib_docstrings  # bench/common.py, beside this file
 
-    texts: list[str] = []
-    for info in sorted(pkgutil.iter_modules(), key=lambda m: m.name):
-        if len(texts) >= count or info.name.startswith("_") or "test" in info.name or info.name in ("antigravity",
-                                                                                                     "this"):
-            continue
-        try:
-            module = importlib.import_module(info.name)
-        except Exception:  # noqa: BLE001 - modules that need extras (tkinter, curses)
-            continue
-        if not str(getattr(module, "__file__", "") or "").startswith(os.path.dirname(os.__file__)):
-            continue
-        for _, obj in inspect.getmembers(module):
-            doc = inspect.getdoc(obj) if callable(obj) else None
-            if doc and len(doc) > 40 and doc not in texts:
-                texts.append(doc[:4000])
-            if len(texts) >= count:
-                break
-    return texts
+    return stdlib_docstrings(count)
 
 
 def token_counts(model_dir: Path, texts: list[str]) -> list[int]:

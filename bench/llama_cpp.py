@@ -93,6 +93,16 @@ def texts(count: int, model_dir: Path) -> list[str]:
 # ---------------------------------------------------------------------------- the children
 
 
+def median_seconds(fn, times: int):
+    """(the median seconds of `times` calls, the last call's result)."""
+    seconds, result = [], None
+    for _ in range(times):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
+
+
 def run_q3embed(model: str, items: list[str], rounds: int) -> dict:
     import numpy as np
 
@@ -102,17 +112,9 @@ def run_q3embed(model: str, items: list[str], rounds: int) -> dict:
     embedder.warm_up()
     tokens = sum(len(ids) for ids in embedder.tokenize(items))
     embedder.encode(items[:4])
-    batch = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        vectors = embedder.encode(items)
-        batch.append(time.perf_counter() - start)
-    single = []
-    for _ in range(20):
-        start = time.perf_counter()
-        embedder.encode_queries([QUERY])
-        single.append(time.perf_counter() - start)
-    return {"tokens": tokens, "batch_s": statistics.median(batch), "single_ms": 1000 * statistics.median(single),
+    batch, vectors = median_seconds(lambda: embedder.encode(items), rounds)
+    single, _ = median_seconds(lambda: embedder.encode_queries([QUERY]), 20)
+    return {"tokens": tokens, "batch_s": batch, "single_ms": 1000 * single,
             "dtype": embedder.info.dtype, "vectors": np.asarray(vectors).tolist(),
             "query_tokens": len(embedder.tokenize([QUERY], query=True)[0])}
 
@@ -128,20 +130,12 @@ def run_llama(gguf: str, items: list[str], rounds: int) -> dict:
     eos = llm.token_eos()
     tokens = sum(len(llm.tokenize(t.encode("utf-8"))) for t in items)
     llm.embed(items[:4])
-    batch = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        vectors = llm.embed(items, normalize=True)
-        batch.append(time.perf_counter() - start)
+    batch, vectors = median_seconds(lambda: llm.embed(items, normalize=True), rounds)
     from q3embed.text.prompts import query_text
 
     prompt = query_text(QUERY, None)
-    single = []
-    for _ in range(20):
-        start = time.perf_counter()
-        llm.embed([prompt])
-        single.append(time.perf_counter() - start)
-    return {"tokens": tokens, "batch_s": statistics.median(batch), "single_ms": 1000 * statistics.median(single),
+    single, _ = median_seconds(lambda: llm.embed([prompt]), 20)
+    return {"tokens": tokens, "batch_s": batch, "single_ms": 1000 * single,
             "appends_endoftext": bool(ids and ids[-1] == eos), "vectors": np.asarray(vectors).tolist(),
             "query_tokens": len(llm.tokenize(prompt.encode("utf-8")))}
 
