@@ -1,12 +1,15 @@
 """One interactive query, in-process: its latency against the hardware bound measured in the same run.
 
-    cd bench && python single_query.py [--shape 0.6B] [--rounds 30] [--compile auto|max]
+    cd bench && python single_query.py [--shape 0.6B] [--rounds 30] [--compile auto|max] [--quantize int8]
 
 The bound of one forward pass is the larger of (a) streaming the decoder's weights from memory
 once (their bytes over the read bandwidth measured here by summing a buffer of the same size) and
 (b) computing its tokens at the measured bf16 matrix-product rate (2 x parameters x tokens).
 Prints the median and p90 of `Embedder.encode` for a 13-token document and the same text as a
 query in the default instruction (27 tokens), each bound, the ratio, and the load average.
+With --quantize int8 the bound is the same rule for int8 weights (one byte each, the int8
+matrix-product rate measured here), and the cosine of its vectors against fp32 is printed
+beside that of the exact bf16 model, on 32 standard-library docstrings.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import time
 
 import torch
 
-from common import checkpoint, matmul_tflops
+from common import checkpoint, matmul_tflops, stdlib_docstrings
 from q3embed import Embedder
+from q3embed.model.quantized import Int8Linear
 
 TEXT = "What is the capital of China?"
 
@@ -59,10 +63,34 @@ def gemv_rate_gbs(embedder: Embedder, rows: int, repeats: int = 3) -> float:
 
 
 def decoder_weights(embedder: Embedder) -> tuple[int, int]:
-    """(bytes, parameters) that one forward pass reads: every layer, not the embedding table."""
+    """(bytes, parameters) that one forward pass reads: every layer, not the embedding table
+    (an int8 layer's weights are one byte each, packed outside its parameters)."""
     model = embedder._backend.model  # noqa: SLF001  (a benchmark may look inside)
     params = [p for name, p in model.named_parameters() if not name.startswith("embed_tokens")]
-    return sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params)
+    int8 = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, Int8Linear))
+    return sum(p.numel() * p.element_size() for p in params) + int8, sum(p.numel() for p in params) + int8
+
+
+def int8_tops(m: int = 2048, k: int = 1024, n: int = 3072, repeats: int = 10) -> float:
+    """Measured rate of fbgemm's dynamic int8 linear (what quantize=int8 runs) at the model's shapes."""
+    layer = Int8Linear(torch.nn.Linear(k, n, bias=False))
+    x = torch.randn(m, k)
+    layer(x)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        layer(x)
+    return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e12
+
+
+def cosines_against_fp32(model_dir: str, embedder: Embedder) -> None:
+    texts = stdlib_docstrings(32)
+    reference = Embedder(model_dir, dtype="float32", device="cpu", compile="off", max_length=512).encode(texts)
+    exact = Embedder(model_dir, dtype="bfloat16", device="cpu", compile="off", max_length=512).encode(texts)
+    embedder_vectors = embedder.encode(texts)
+    for label, vectors in (("exact bf16", exact), (f"this run ({embedder.info.quantize})", embedder_vectors)):
+        cosines = (vectors * reference).sum(axis=1)
+        print(f"cosine against fp32 on {len(texts)} docstrings, {label}: min {cosines.min():.6f}, "
+              f"mean {cosines.mean():.6f}")
 
 
 def latencies_ms(embedder: Embedder, rounds: int, **kwargs) -> list[float]:
@@ -81,22 +109,27 @@ def main() -> None:
     parser.add_argument("--shape", default="0.6B")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off", "max"))
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"))
     args = parser.parse_args()
 
-    embedder = Embedder(str(checkpoint("embedding", args.shape)), dtype="bfloat16", device="cpu",
-                        compile=args.compile)
+    model_dir = str(checkpoint("embedding", args.shape))
+    embedder = Embedder(model_dir, dtype="bfloat16", device="cpu", compile=args.compile, quantize=args.quantize,
+                        max_length=512)
     started = time.perf_counter()
     embedder.warm_up()  # what a server does at start-up: compile now (max: every short-sequence bucket)
     print(f"warm-up (compile {args.compile}) {time.perf_counter() - started:.1f} s")
     nbytes, params = decoder_weights(embedder)
     bandwidth = read_bandwidth_gbs(nbytes)
-    rate = matmul_tflops(torch.bfloat16) * 1e12
+    int8 = args.quantize == "int8"
+    rate = (int8_tops() if int8 else matmul_tflops(torch.bfloat16)) * 1e12
     stream_ms = nbytes / (bandwidth * 1e9) * 1e3
-    print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}")
+    print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}; "
+          f"quantize {args.quantize}")
     print(f"decoder weights {nbytes / 1e9:.2f} GB; read {bandwidth:.1f} GB/s -> {stream_ms:.1f} ms; "
-          f"bf16 matrix products {rate / 1e12:.2f} TFLOP/s")
-    for rows in (1, 8, 27):
-        print(f"torch's bf16 linear over those weights, {rows:>2} rows: {gemv_rate_gbs(embedder, rows):.1f} GB/s")
+          f"{'int8' if int8 else 'bf16'} matrix products {rate / 1e12:.2f} T(FL)OP/s")
+    if not int8:
+        for rows in (1, 8, 27):
+            print(f"torch's bf16 linear over those weights, {rows:>2} rows: {gemv_rate_gbs(embedder, rows):.1f} GB/s")
     for label, kwargs in (("document", {}), ("query", {"query": True})):
         tokens = len(embedder.tokenize([TEXT], **kwargs)[0])
         compute_ms = 2 * params * tokens / rate * 1e3
@@ -105,6 +138,8 @@ def main() -> None:
         median, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
         print(f"{label:<9}{tokens:>3} tokens: median {median:6.1f} ms, p90 {p90:6.1f} ms; bound {bound:5.1f} ms "
               f"(stream {stream_ms:.1f}, compute {compute_ms:.1f}); median / bound {median / bound:.2f}x")
+    if int8:
+        cosines_against_fp32(model_dir, embedder)
 
 
 if __name__ == "__main__":

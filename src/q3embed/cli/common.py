@@ -11,6 +11,7 @@ from ..engine import (
     CPU_BATCH_TOKENS,
     GPU_MAX_BATCH_TOKENS,
     GPU_MIN_BATCH_TOKENS,
+    QUANTIZE_MODES,
     SPECIAL_TOKEN_MODES,
     ModelOptions,
 )
@@ -78,6 +79,10 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         help="attention over a packed batch: varlen = one FlashAttention call per layer (CUDA, "
                         "bf16/fp16, torch >= 2.9); sdpa = one call per sequence; auto = varlen where it runs, "
                         "else sdpa (default: auto)")
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, default="none",
+                        help="int8 = the decoder's matrix products in int8 on a CPU (fbgemm; single queries "
+                        "faster, an approximation: its cosine against the exact model is in docs/benchmarks.md); "
+                        "not with --compile max (default: none, the exact model)")
     parser.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="parse",
                         help="'<|im_end|>' and the like inside texts: parse = the model's control tokens, as the "
                         "model card's tokenizer call does; plain = ordinary characters, so untrusted text "
@@ -113,6 +118,7 @@ def model_options(args: argparse.Namespace, model: str | None = None) -> ModelOp
     return ModelOptions(model=args.model if model is None else model, device=args.device, dtype=args.dtype,
                         max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
                         compile=getattr(args, "compile", "auto"), attention=getattr(args, "attention", "auto"),
+                        quantize=getattr(args, "quantize", "none"),
                         threads=args.threads,
                         special_tokens=getattr(args, "special_tokens_in_text", "parse"),
                         hub=getattr(args, "hub", "huggingface"))

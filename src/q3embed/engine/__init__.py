@@ -25,6 +25,7 @@ from .options import (
     GPU_BATCH_TOKENS,
     GPU_MAX_BATCH_TOKENS,
     GPU_MIN_BATCH_TOKENS,
+    QUANTIZE_MODES,
     SPECIAL_TOKEN_MODES,
     EngineOptions,
     ModelOptions,
@@ -54,7 +55,7 @@ __all__ = ["Embedder", "Reranker", "RerankResult", "similarity", "Engine", "Engi
            "BatchObserver", "check_dimensions", "check_text", "check_top_n", "rank_scores",
            "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "COMPILE_MODES", "SPECIAL_TOKEN_MODES",
            "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS", "GPU_MIN_BATCH_TOKENS", "GPU_MAX_BATCH_TOKENS", "ATTENTION_MODES",
-           "cpu_has_fast_bf16"]
+           "QUANTIZE_MODES", "cpu_has_fast_bf16"]
 
 
 def __dir__() -> list[str]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["resolve_device", "resolve_dtype", "cpu_has_fast_bf16", "dtype_name", "DTYPE_NAMES", "usable_cpus",
            "set_cpu_threads", "COMPILE_MODES", "AUTO_COMPILE_AFTER_TOKENS", "resolve_compile", "resolve_graphs",
-           "resolve_attention", "gpu_batch_tokens", "Placement", "place"]
+           "resolve_attention", "resolve_quantize", "gpu_batch_tokens", "Placement", "place"]
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -139,6 +139,7 @@ class Placement:
     max_batch_tokens: int | None  # the options' value; None: sized for the device once the model is loaded
     graphs: str | None = None  # "inductor", "cuda" or None: the short-sequence graphs (model.graphs)
     attention: str = "auto"  # model.attention.choose_attention's choice
+    quantize: str = "none"  # "int8": the decoder's linear layers as model.quantized.Int8Linear
 
     def batch_tokens(self, per_token_bytes: int) -> int:
         """The token budget of one forward pass: the options' value, CPU_BATCH_TOKENS on a CPU,
@@ -185,6 +186,21 @@ def resolve_attention(choice: str, device: torch.device, dtype: torch.dtype) -> 
         raise ConfigurationError(str(exc)) from None
 
 
+def resolve_quantize(mode: str, device: torch.device, compile_mode: str) -> str:
+    """int8 runs fbgemm's CPU kernels: refused on a GPU, beside compile="max" (its frozen graphs
+    take plain weights) and where this torch has no x86 quantized engine."""
+    if mode == "none":
+        return mode
+    if device.type != "cpu":
+        raise ConfigurationError("quantize=int8 is for CPUs; on a GPU use bf16 or fp16 (the default)")
+    if str(compile_mode).strip().lower() == "max":
+        raise ConfigurationError("quantize=int8 and compile=max do not combine: pick one for short queries")
+    if not {"fbgemm", "x86"} & set(torch.backends.quantized.supported_engines):
+        raise ConfigurationError(f"quantize=int8 needs fbgemm (x86 CPUs); this torch has "
+                                 f"{', '.join(torch.backends.quantized.supported_engines)}")
+    return mode
+
+
 def place(options: "ModelOptions") -> Placement:
     """Resolve device, dtype, compile mode and attention (a bad value fails before any loading)
     and size torch's CPU thread pool for a model that runs on the CPU."""
@@ -192,7 +208,8 @@ def place(options: "ModelOptions") -> Placement:
     dtype = resolve_dtype(options.dtype, device)
     placement = Placement(device, dtype, resolve_compile(options.compile, device), options.max_batch_tokens,
                           graphs=resolve_graphs(options.compile, device),
-                          attention=resolve_attention(options.attention, device, dtype))
+                          attention=resolve_attention(options.attention, device, dtype),
+                          quantize=resolve_quantize(options.quantize, device, options.compile))
     if device.type == "cpu":
         set_cpu_threads(options.threads)
     return placement

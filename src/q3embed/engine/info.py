@@ -23,6 +23,7 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()  # names besides `name` that chose it (`auto`, see ResolvedModel)
     source: str = ""  # where it was found: "Hugging Face cache ...", "Ollama store ...", "local path ..."
     attention: str = ""  # Qwen3: "sdpa" or "varlen" (model/attention.py); "" where the model's own code attends
+    quantize: str = "none"  # "int8": the decoder's matrix products in int8 (model/quantized.py)
 
 
 @dataclass(frozen=True)

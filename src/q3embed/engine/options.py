@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch is imported where a model is placed, not where option
 __all__ = ["ModelOptions", "EngineOptions", "QueueLimits", "model_options", "DEFAULT_MAX_BATCH_TOKENS",
            "DEFAULT_MAX_QUEUED_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "SPECIAL_TOKEN_MODES", "COMPILE_MODES",
            "CPU_BATCH_TOKENS", "GPU_BATCH_TOKENS", "GPU_MIN_BATCH_TOKENS", "GPU_MAX_BATCH_TOKENS",
-           "ATTENTION_MODES"]
+           "ATTENTION_MODES", "QUANTIZE_MODES"]
 
 # Tokens per packed forward pass when max_batch_tokens is None (auto). On a CPU a batch of 2,048
 # tokens ran faster than one of 8,192 (bench/batch_budget.py, 2-core Xeon with AMX, 0.6B: 412-506
@@ -35,6 +35,7 @@ DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS
 SPECIAL_TOKEN_MODES = ("parse", "plain")
 COMPILE_MODES = ("auto", "on", "off", "max")  # see engine/device.resolve_compile
 ATTENTION_MODES = ("auto", "sdpa", "varlen")  # see model/attention.py (kept equal to its ATTENTION_CHOICES)
+QUANTIZE_MODES = ("none", "int8")  # see model/quantized.py
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
 # (413), since even interleaved with other clients' batches they would hold memory for minutes.
@@ -56,6 +57,9 @@ class ModelOptions:
     # how attention runs over a packed batch: auto (varlen FlashAttention on a GPU in bf16/fp16,
     # else sdpa), sdpa (one call per sequence), varlen (see model/attention.py)
     attention: str = "auto"
+    # none (the exact model) or int8: the decoder's matrix products as int8 on a CPU (model/quantized.py:
+    # faster single queries, an approximation whose cosine against the exact model is reported)
+    quantize: str = "none"
     threads: int | None = None  # CPU threads for torch (None: every CPU this process may use)
     # "<|im_end|>" typed in a text: parse = the control token, as the model card's tokenizer call does
     # (parity); plain = the characters, so an untrusted document cannot close the reranker's prompt
@@ -67,6 +71,8 @@ class ModelOptions:
     def __post_init__(self) -> None:
         if self.hub not in HUB_NAMES:
             raise ConfigurationError(f"hub must be one of {', '.join(HUB_NAMES)}, got {self.hub!r}")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ConfigurationError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}")
         if str(self.attention).strip().lower() not in ATTENTION_MODES:
             raise ConfigurationError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
         if self.special_tokens not in SPECIAL_TOKEN_MODES:

@@ -10,6 +10,7 @@ from ..model.attention import choose_attention
 from ..model.graphs import BucketedGraphs, CudaGraphs, InductorGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
+from ..model.quantized import quantize_linears
 from ..text.prompts import query_text
 from ..weights.checkpoint import LoadedQwen3
 from ..weights.resolve import ResolvedModel
@@ -24,12 +25,16 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
     return ModelInfo(name=resolved.name, path=str(resolved.path), kind=kind, dimensions=loaded.config.hidden_size,
                      max_length=loaded.tokenizer.max_length, device=str(placement.device),
                      dtype=dtype_name(placement.dtype), supports_instructions=True,
-                     aliases=resolved.aliases, source=resolved.reason, attention=placement.attention)
+                     aliases=resolved.aliases, source=resolved.reason, attention=placement.attention,
+                     quantize=placement.quantize)
 
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
-    """Give the decoder its attention backend; -> the activation bytes one token of a batch needs."""
+    """Give the decoder its attention backend (and int8 linear layers where asked); -> the
+    activation bytes one token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
+    if placement.quantize == "int8":
+        quantize_linears(loaded.model.layers)
     return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
 
 

@@ -1,0 +1,56 @@
+"""quantize="int8" (model/quantized.py): the decoder's linear layers as fbgemm's dynamic int8
+linear. An approximation, opt-in: these tests bound how far it may drift from the exact model
+(the 0.6B figures are in docs/benchmarks.md), and check that it is refused where it cannot run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from q3embed import Embedder, Reranker
+from q3embed.engine.device import resolve_quantize
+from q3embed.engine.options import ModelOptions
+from q3embed.errors import ConfigurationError
+from q3embed.model.quantized import Int8Linear
+from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
+
+
+def test_an_int8_linear_computes_what_the_linear_does():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96, bias=True)
+    x = torch.randn(3, 5, 256)  # [..., in]: any leading shape
+    exact = linear(x)
+    for dtype in (torch.float32, torch.bfloat16):
+        got = Int8Linear(linear)(x.to(dtype))
+        assert got.shape == exact.shape and got.dtype == dtype
+        cosines = torch.nn.functional.cosine_similarity(got.float().reshape(-1, 96), exact.reshape(-1, 96), dim=1)
+        assert cosines.min() >= 0.999
+
+
+def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir):
+    exact = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off").encode(MIXED_TEXTS)
+    int8 = Embedder(str(tiny_embedding_dir), dtype="bfloat16", device="cpu", compile="off", quantize="int8")
+    assert int8.info.quantize == "int8"
+    layer = int8._backend.model.layers[0]  # noqa: SLF001
+    assert isinstance(layer.self_attn.q_proj, Int8Linear) and isinstance(layer.mlp.down_proj, Int8Linear)
+    cosines = (int8.encode(MIXED_TEXTS) * exact).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines.min()
+    assert np.abs(int8.encode(QUERIES[0]) - int8.encode(QUERIES[0])).max() == 0  # deterministic
+
+
+def test_the_int8_reranker_scores_near_the_exact_one(tiny_reranker_dir):
+    exact = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile="off")
+    int8 = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile="off", quantize="int8")
+    difference = np.abs(np.array(int8.score(QUERIES[0], DOCUMENTS)) - np.array(exact.score(QUERIES[0], DOCUMENTS)))
+    assert difference.max() <= 0.02
+
+
+def test_int8_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigurationError, match="quantize must be one of none, int8"):
+        ModelOptions(quantize="int4")
+    with pytest.raises(ConfigurationError, match="for CPUs"):
+        resolve_quantize("int8", torch.device("cuda"), "auto")
+    with pytest.raises(ConfigurationError, match="compile=max do not combine"):
+        resolve_quantize("int8", torch.device("cpu"), "max")
+    assert resolve_quantize("none", torch.device("cuda"), "max") == "none"
