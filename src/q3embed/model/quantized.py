@@ -10,7 +10,9 @@ are quantized per call, per tensor, by the kernel. That is an approximation of t
 model: its cosine against the exact computation is measured and reported (bench/single_query.py,
 tests/test_quantized.py), and bf16 stays the default.
 
-The embedding table, the norms, attention and the reranker's head stay as they are.
+The embedding table, the norms, attention and the reranker's head stay as they are. Measured
+(docs/benchmarks.md): faster for single queries, slower than AMX bf16 for batches, and no memory
+saved yet (fbgemm's packed weight keeps the original int8 tensor too).
 """
 
 from __future__ import annotations
