@@ -111,6 +111,13 @@ def test_the_attention_choice():
         choose_attention("flash", cpu, torch.bfloat16)
 
 
+def test_the_options_name_the_choices_the_model_knows():
+    from q3embed.engine.options import ATTENTION_MODES
+    from q3embed.model.attention import ATTENTION_CHOICES
+
+    assert ATTENTION_MODES == ATTENTION_CHOICES  # engine/options.py stays torch-free: a copy, kept equal
+
+
 def test_the_attention_option_fails_before_any_loading():
     with pytest.raises(ConfigurationError, match="attention must be one of auto, sdpa, varlen"):
         ModelOptions(attention="flash")

@@ -24,7 +24,6 @@ def pack(
     return to_device(input_ids, device), to_device(positions, device), seq_lens
 
 
-
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     """Length of the token prefix all sequences share, leaving each at least one token of its own
     (its last token is where the score is read)."""

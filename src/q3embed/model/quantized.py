@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Int8Linear", "quantize_linears", "cpu_has_vnni", "QUANTIZE_MODES"]
-
-QUANTIZE_MODES = ("none", "int8")
+__all__ = ["Int8Linear", "quantize_linears", "cpu_has_vnni"]
 
 
 @functools.cache
