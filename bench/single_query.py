@@ -1,15 +1,18 @@
 """One interactive query, in-process: its latency against the hardware bound measured in the same run.
 
-    cd bench && python single_query.py [--shape 0.6B] [--rounds 30] [--compile auto|max] [--quantize int8]
+    cd bench && python single_query.py [--shape 0.6B] [--rounds 30] [--dtype auto] [--compile auto|max]
+                                       [--quantize int8]
 
 The bound of one forward pass is the larger of (a) streaming the decoder's weights from memory
 once (their bytes over the read bandwidth measured here by summing a buffer of the same size) and
-(b) computing its tokens at the measured bf16 matrix-product rate (2 x parameters x tokens).
+(b) computing its tokens at the measured matrix-product rate of the engine's dtype (2 x parameters
+x tokens). dtype auto is the engine's own choice: bf16 where the CPU multiplies it natively, fp32
+elsewhere (on AVX2 alone bf16 is emulated and several times slower).
 Prints the median and p90 of `Embedder.encode` for a 13-token document and the same text as a
 query in the default instruction (27 tokens), each bound, the ratio, and the load average.
 With --quantize int8 the bound is the same rule for int8 weights (one byte each, the int8
 matrix-product rate measured here), and the cosine of its vectors against fp32 is printed
-beside that of the exact bf16 model, on 32 standard-library docstrings.
+beside that of the exact model in the same dtype, on 32 standard-library docstrings.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 
 from common import checkpoint, matmul_tflops, stdlib_docstrings
 from q3embed import Embedder
+from q3embed.engine.device import resolve_dtype
 from q3embed.model.quantized import Int8Linear
 
 TEXT = "What is the capital of China?"
@@ -46,7 +50,7 @@ def read_bandwidth_gbs(nbytes: int, repeats: int = 5) -> float:
 
 
 def gemv_rate_gbs(embedder: Embedder, rows: int, repeats: int = 3) -> float:
-    """GB/s at which torch's bf16 matrix product streams the decoder's own weights for `rows` rows:
+    """GB/s at which torch's matrix product streams the decoder's own weights for `rows` rows:
     what the kernel reaches on this machine, beside what memory allows."""
     model = embedder._backend.model  # noqa: SLF001
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -85,9 +89,10 @@ def int8_tops(m: int = 2048, k: int = 1024, n: int = 3072, repeats: int = 10) ->
 def cosines_against_fp32(model_dir: str, embedder: Embedder) -> None:
     texts = stdlib_docstrings(32)
     reference = Embedder(model_dir, dtype="float32", device="cpu", compile="off", max_length=512).encode(texts)
-    exact = Embedder(model_dir, dtype="bfloat16", device="cpu", compile="off", max_length=512).encode(texts)
+    exact = Embedder(model_dir, dtype=embedder.info.dtype, device="cpu", compile="off", max_length=512).encode(texts)
     embedder_vectors = embedder.encode(texts)
-    for label, vectors in (("exact bf16", exact), (f"this run ({embedder.info.quantize})", embedder_vectors)):
+    labelled = ((f"exact {embedder.info.dtype}", exact), (f"this run ({embedder.info.quantize})", embedder_vectors))
+    for label, vectors in labelled:
         cosines = (vectors * reference).sum(axis=1)
         print(f"cosine against fp32 on {len(texts)} docstrings, {label}: min {cosines.min():.6f}, "
               f"mean {cosines.mean():.6f}")
@@ -108,12 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="0.6B")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--dtype", default="auto", help="auto (the engine's choice), bfloat16 or float32")
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off", "max"))
     parser.add_argument("--quantize", default="none", choices=("none", "int8"))
     args = parser.parse_args()
 
     model_dir = str(checkpoint("embedding", args.shape))
-    embedder = Embedder(model_dir, dtype="bfloat16", device="cpu", compile=args.compile, quantize=args.quantize,
+    embedder = Embedder(model_dir, dtype=args.dtype, device="cpu", compile=args.compile, quantize=args.quantize,
                         max_length=512)
     started = time.perf_counter()
     embedder.warm_up()  # what a server does at start-up: compile now (max: every short-sequence bucket)
@@ -121,15 +127,17 @@ def main() -> None:
     nbytes, params = decoder_weights(embedder)
     bandwidth = read_bandwidth_gbs(nbytes)
     int8 = args.quantize == "int8"
-    rate = (int8_tops() if int8 else matmul_tflops(torch.bfloat16)) * 1e12
+    dtype = resolve_dtype(args.dtype, torch.device("cpu"))
+    rate = (int8_tops() if int8 else matmul_tflops(dtype)) * 1e12
     stream_ms = nbytes / (bandwidth * 1e9) * 1e3
     print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}; "
-          f"quantize {args.quantize}")
+          f"dtype {embedder.info.dtype}; quantize {args.quantize}")
     print(f"decoder weights {nbytes / 1e9:.2f} GB; read {bandwidth:.1f} GB/s -> {stream_ms:.1f} ms; "
-          f"{'int8' if int8 else 'bf16'} matrix products {rate / 1e12:.2f} T(FL)OP/s")
+          f"{'int8' if int8 else embedder.info.dtype} matrix products {rate / 1e12:.2f} T(FL)OP/s")
     if not int8:
         for rows in (1, 8, 27):
-            print(f"torch's bf16 linear over those weights, {rows:>2} rows: {gemv_rate_gbs(embedder, rows):.1f} GB/s")
+            rate_gbs = gemv_rate_gbs(embedder, rows)
+            print(f"torch's {embedder.info.dtype} linear over those weights, {rows:>2} rows: {rate_gbs:.1f} GB/s")
     for label, kwargs in (("document", {}), ("query", {"query": True})):
         tokens = len(embedder.tokenize([TEXT], **kwargs)[0])
         compute_ms = 2 * params * tokens / rate * 1e3

@@ -1,5 +1,5 @@
-"""quantize="int8" (model/quantized.py): the decoder's linear layers as fbgemm's dynamic int8
-linear. An approximation, opt-in: these tests bound how far it may drift from the exact model
+"""quantize="int8" (model/quantized.py): the decoder's linear layers as fbgemm's int8 linear,
+activations quantized per token. An approximation, opt-in: these tests bound how far it may drift from the exact model
 (the 0.6B figures are in docs/benchmarks.md), and check that it is refused where it cannot run."""
 
 from __future__ import annotations
@@ -26,6 +26,25 @@ def test_an_int8_linear_computes_what_the_linear_does():
         assert got.shape == exact.shape and got.dtype == dtype
         cosines = torch.nn.functional.cosine_similarity(got.float().reshape(-1, 96), exact.reshape(-1, 96), dim=1)
         assert cosines.min() >= 0.999
+
+
+def test_each_token_keeps_its_own_precision_beside_a_large_one():
+    """One row a thousand times larger than the others (as a decoder's first tokens can be) must
+    not take the small rows' precision: with one scale for the whole batch their int8 values
+    would be all zero or +-1."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(512, 128, bias=False)
+    x = torch.randn(4, 512)
+    x[0] *= 1000
+    got = Int8Linear(linear)(x)
+    cosines = torch.nn.functional.cosine_similarity(got, linear(x), dim=1)
+    assert cosines.min() >= 0.999, cosines
+
+
+def test_a_row_of_zeros_gives_the_bias():
+    linear = torch.nn.Linear(64, 16, bias=True)
+    got = Int8Linear(linear)(torch.zeros(2, 64))
+    assert torch.allclose(got, linear.bias.detach().expand(2, 16), atol=1e-6)
 
 
 def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir):
