@@ -2,7 +2,8 @@
 
     cd bench && python quantized.py [--texts 48] [--rounds 2] [--passes 2]
 
-The full-size random 0.6B checkpoint (bf16 safetensors) and its Q8_0 GGUF (bench/common's writer,
+The full-size random 0.6B checkpoint (bf16 safetensors) and its Q8_0 GGUF, in the dtype the engine
+picks for this CPU (bf16 where it multiplies bf16 natively, else fp32) beside the fp32 reference (bench/common's writer,
 as llama.cpp's converter lays it out). Each configuration runs in a fresh child process: resident
 memory after loading and after the run (VmRSS; the second against the file's size), batch tokens/s over standard-library
 docstrings (max_length 512), single-query latency (the 27-token default-instruction query, median
@@ -71,16 +72,21 @@ def main() -> None:
         Path(result).write_text(json.dumps(out))
         return
     import numpy as np
+    import torch
+
+    from q3embed.engine.device import dtype_name, resolve_dtype
 
     model_dir = checkpoint("embedding", "0.6B")
     q8 = gguf_file(model_dir, "Q8_0")
     texts_file.write_text(json.dumps(stdlib_docstrings(args.texts)))
     safetensors_bytes = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
-    configs = [("safetensors", str(model_dir), "float32", "none", safetensors_bytes),
-               ("safetensors", str(model_dir), "bfloat16", "none", safetensors_bytes),
-               ("safetensors", str(model_dir), "bfloat16", "int8", safetensors_bytes),
-               ("GGUF Q8_0", str(q8), "bfloat16", "none", q8.stat().st_size),
-               ("GGUF Q8_0", str(q8), "bfloat16", "int8", q8.stat().st_size)]
+    dtype = dtype_name(resolve_dtype("auto", torch.device("cpu")))  # the engine's choice for this CPU
+    configs = [("safetensors", str(model_dir), "float32", "none", safetensors_bytes)]
+    if dtype != "float32":
+        configs.append(("safetensors", str(model_dir), dtype, "none", safetensors_bytes))
+    configs += [("safetensors", str(model_dir), dtype, "int8", safetensors_bytes),
+                ("GGUF Q8_0", str(q8), dtype, "none", q8.stat().st_size),
+                ("GGUF Q8_0", str(q8), dtype, "int8", q8.stat().st_size)]
     results: dict[tuple, list[dict]] = {}
     result_file = CACHE / "quantized_result.json"
     for number in range(args.passes):

@@ -12,7 +12,8 @@ from q3embed import Embedder, Reranker
 from q3embed.engine.device import resolve_quantize
 from q3embed.engine.options import ModelOptions
 from q3embed.errors import ConfigurationError
-from q3embed.model.quantized import Int8Linear
+from q3embed.engine.memory import release_freed_memory
+from q3embed.model.quantized import Int8Embedding, Int8Linear
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
 
@@ -47,12 +48,42 @@ def test_a_row_of_zeros_gives_the_bias():
     assert torch.allclose(got, linear.bias.detach().expand(2, 16), atol=1e-6)
 
 
+def test_a_q8_0_table_comes_back_bit_for_bit():
+    """GGUF's own Q8_0 quantizer, then its dequantizer (what the loader does): the int8 table holds
+    the file's blocks unchanged, so every looked-up row is the dequantized row exactly."""
+    gguf = pytest.importorskip("gguf")
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((300, 96)).astype(np.float32)
+    table[7, :32] *= 50  # a block of large values beside ordinary ones
+    table[9, 32:64] = 0  # an all-zero block
+    dequantized = gguf.quants.dequantize(gguf.quants.quantize(table, gguf.GGMLQuantizationType.Q8_0),
+                                         gguf.GGMLQuantizationType.Q8_0)
+    embedding = torch.nn.Embedding.from_pretrained(torch.from_numpy(dequantized))
+    ids = torch.arange(300)
+    assert torch.equal(Int8Embedding(embedding)(ids), embedding(ids))
+
+
+def test_an_int8_table_of_a_bf16_checkpoint_stays_near_it():
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(500, 64).to(torch.bfloat16)
+    ids = torch.tensor([0, 3, 499, 3])
+    got = Int8Embedding(embedding)(ids)
+    assert got.dtype == torch.bfloat16
+    cosines = torch.nn.functional.cosine_similarity(got.float(), embedding(ids).float(), dim=1)
+    assert cosines.min() >= 0.9999
+
+
+def test_freed_memory_is_handed_back_on_glibc():
+    assert release_freed_memory() is True  # Linux with glibc: malloc_trim exists
+
+
 def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir):
     exact = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off").encode(MIXED_TEXTS)
     int8 = Embedder(str(tiny_embedding_dir), dtype="bfloat16", device="cpu", compile="off", quantize="int8")
     assert int8.info.quantize == "int8"
     layer = int8._backend.model.layers[0]  # noqa: SLF001
     assert isinstance(layer.self_attn.q_proj, Int8Linear) and isinstance(layer.mlp.down_proj, Int8Linear)
+    assert isinstance(int8._backend.model.embed_tokens, Int8Embedding)  # noqa: SLF001
     cosines = (int8.encode(MIXED_TEXTS) * exact).sum(axis=1)
     assert cosines.min() >= 0.999, cosines.min()
     assert np.abs(int8.encode(QUERIES[0]) - int8.encode(QUERIES[0])).max() == 0  # deterministic

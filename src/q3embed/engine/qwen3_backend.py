@@ -10,13 +10,14 @@ from ..model.attention import choose_attention
 from ..model.graphs import BucketedGraphs, CudaGraphs, InductorGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
-from ..model.quantized import quantize_linears
+from ..model.quantized import quantize_decoder
 from ..text.prompts import query_text
 from ..weights.checkpoint import LoadedQwen3
 from ..weights.resolve import ResolvedModel
 from .batch import pack
 from .device import Placement, dtype_name
 from .info import ModelInfo, TokenSpan
+from .memory import release_freed_memory
 
 __all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info", "prepare_qwen3_model"]
 
@@ -30,11 +31,12 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
 
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
-    """Give the decoder its attention backend (and int8 linear layers where asked); -> the
-    activation bytes one token of a batch needs."""
+    """Give the decoder its attention backend (and int8 layers where asked), and hand the memory
+    that loading freed back to the system; -> the activation bytes one token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
     if placement.quantize == "int8":
-        quantize_linears(loaded.model.layers)
+        quantize_decoder(loaded.model)
+    release_freed_memory()
     return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
 
 
