@@ -91,7 +91,7 @@ def main() -> None:
     result_file = CACHE / "quantized_result.json"
     for number in range(args.passes):
         for config in configs:
-            if config[2] == "float32" and number:  # the reference, once
+            if config is configs[0] and number:  # the fp32 reference, once
                 continue
             label, model, dtype, quantize, _ = config
             load = os.getloadavg()[0]

@@ -5,7 +5,7 @@ A single query spends nearly all its time in matrix products of a few rows, whic
 weights. fbgemm's int8 kernels read a quarter of fp32's bytes (half of bf16's) and ran 140 products
 of 3072x1024 in 19 / 30 / 43 ms at 1 / 8 / 27 rows against bf16's 51 / 55 / 58 ms on a 2-core
 AMX Xeon; on a 2-core AVX2 EPYC (fp32 there, bf16 is emulated) a 27-token query took 126 ms
-against fp32's 394 ms (docs/benchmarks.md). Weights are quantized once, symmetric per output
+against fp32's ~290 ms (docs/benchmarks.md). Weights are quantized once, symmetric per output
 channel, from the checkpoint's own values (bf16 safetensors or a dequantized GGUF).
 
 Activations are quantized per token: each row is divided by its largest magnitude before the

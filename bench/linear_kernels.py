@@ -1,0 +1,92 @@
+"""The matrix products a forward pass is made of, kernel by kernel, at the row counts users live in.
+
+    cd bench && python linear_kernels.py [--matrices 20] [--rounds 7]
+
+`--matrices` distinct 3072x1024 weights (the 0.6B model's MLP shape; 20 of them are 250 MB in
+fp32, more than any cache, so every product streams its weights from memory as a forward pass
+does), multiplied by 1, 8, 27 (one query), 256 and 2,048 rows (batches). Median milliseconds per
+product and the GB/s of weights that makes, for: torch's F.linear in fp32 (MKL), oneDNN's fp32
+linear on the same plain weights and on weights packed for it, q3embed's Linear (model/linear.py:
+oneDNN up to 256 rows, MKL above), F.linear in bf16, and quantize=int8's Int8Linear (fbgemm,
+activations per token). Prints the CPU's flags that decide which of them can be fast, and the
+load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from q3embed.model.linear import Linear
+from q3embed.model.quantized import Int8Linear
+
+ROWS = (1, 8, 27, 256, 2048)
+OUT, IN = 3072, 1024
+
+
+def median_ms(run: Callable[[], object], rounds: int) -> float:
+    run()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def cpu_flags() -> str:
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
+    return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/vnni/bf16/amx"
+
+
+def kernels(count: int) -> dict[str, list[Callable[[torch.Tensor], torch.Tensor]]]:
+    """Per kernel, one callable per weight matrix: x [rows, IN] fp32 -> [rows, OUT]."""
+    torch.manual_seed(0)
+    linears = [Linear(IN, OUT, bias=False) for _ in range(count)]
+    weights = [layer.weight.detach() for layer in linears]
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in weights]
+    bf16 = [w.bfloat16() for w in weights]
+    int8 = [Int8Linear(layer) for layer in linears]
+    return {
+        "F.linear fp32 (MKL)": [lambda x, w=w: F.linear(x, w) for w in weights],
+        "oneDNN fp32, plain weights": [lambda x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+                                       for w in weights],
+        "oneDNN fp32, packed weights": [lambda x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+                                        for w in packed],
+        "q3embed Linear fp32": list(linears),
+        "F.linear bf16": [lambda x, w=w: F.linear(x.bfloat16(), w) for w in bf16],
+        "Int8Linear (fbgemm, per token)": list(int8),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--matrices", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    print(f"CPU flags: {cpu_flags()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    table = kernels(args.matrices)
+    print(f"{'kernel':32s}" + "".join(f"{rows:>16d}" for rows in ROWS) + "   (rows: ms per product, GB/s of weights)")
+    with torch.inference_mode():
+        for name, products in table.items():
+            cells = []
+            for rows in ROWS:
+                x = torch.randn(rows, IN)
+                ms = median_ms(lambda: [product(x) for product in products], args.rounds) / len(products)
+                weight_bytes = OUT * IN * (1 if "Int8" in name else 2 if "bf16" in name else 4)
+                cells.append(f"{ms:8.2f} {weight_bytes / ms / 1e6:5.1f}G")
+            print(f"{name:32s}" + "".join(f"{cell:>16s}" for cell in cells), flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
