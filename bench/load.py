@@ -1,11 +1,13 @@
 """Server load: N concurrent clients on loopback against `q3embed serve`, compared with the offline engine.
 
     python bench/load.py [--shape 0.6B] [--clients 16] [--seconds 60] [--texts-per-request 4]
+                         [--dtype auto] [--quantize none|int8]
 
 1. Offline: the engine (Embedder.encode) on the request texts in this process -> tokens/s.
 2. Starts `q3embed serve` on 127.0.0.1 (a separate process, so the load generator does not share
    its interpreter), then:
-   - idle latency: one short query at a time, p50/p99;
+   - idle latency: one short text at a time, p50/p99, as a query (in the default instruction) and
+     as a document;
    - load: N clients, each sending requests back to back for a bounded time; prints requests/s,
      tokens/s, p50/p99 latency, and the ratio to the offline throughput.
 Every request targets loopback only; the server is stopped at the end.
@@ -37,8 +39,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def offline_tokens_per_second(model_dir, texts: list[str], dtype: str, max_length: int) -> float:
-    embedder = Embedder(str(model_dir), dtype=dtype, device="cpu", max_length=max_length)
+def offline_tokens_per_second(model_dir, texts: list[str], dtype: str, max_length: int, quantize: str) -> float:
+    embedder = Embedder(str(model_dir), dtype=dtype, device="cpu", max_length=max_length, quantize=quantize)
     tokens = sum(len(ids) for ids in embedder.tokenize(texts))
     embedder.encode(texts[:8])  # warm-up
     _, seconds = timed(embedder.encode, texts)
@@ -67,11 +69,11 @@ async def wait_healthy(client: httpx.AsyncClient, process: subprocess.Popen, tim
     raise SystemExit("the server did not start")
 
 
-async def idle_latency(client: httpx.AsyncClient, repeats: int) -> list[float]:
+async def idle_latency(client: httpx.AsyncClient, repeats: int, input_type: str = "query") -> list[float]:
     latencies = []
     for _ in range(repeats):
         started = time.perf_counter()
-        response = await client.post("/v1/embeddings", json={"input": SHORT_QUERY, "input_type": "query"})
+        response = await client.post("/v1/embeddings", json={"input": SHORT_QUERY, "input_type": input_type})
         response.raise_for_status()
         latencies.append(time.perf_counter() - started)
     return latencies
@@ -112,8 +114,9 @@ async def drive(args, url: str, process: subprocess.Popen, requests: list[list[s
         await wait_healthy(client, process)
         await idle_latency(client, 3)  # warm-up
         idle = await idle_latency(client, args.idle_requests)
+        idle_document = await idle_latency(client, args.idle_requests, "document")
         tokens, elapsed, latencies = await load(client, args.clients, requests, args.seconds)
-    return idle, tokens, elapsed, latencies
+    return idle, idle_document, tokens, elapsed, latencies
 
 
 def main() -> None:
@@ -126,23 +129,26 @@ def main() -> None:
     parser.add_argument("--idle-requests", type=int, default=20)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"))
     args = parser.parse_args()
 
     model_dir = checkpoint("embedding", args.shape)
     texts = stdlib_docstrings(args.requests * args.texts_per_request)
     requests = [texts[i:i + args.texts_per_request] for i in range(0, len(texts), args.texts_per_request)]
-    offline = offline_tokens_per_second(model_dir, texts, args.dtype, args.max_length)
+    offline = offline_tokens_per_second(model_dir, texts, args.dtype, args.max_length, args.quantize)
     print(f"offline engine: {offline:.0f} tokens/s on {len(texts)} texts")
 
     port = free_port()
-    process = start_server(model_dir, port, args.dtype, args.max_length)
+    process = start_server(model_dir, port, args.dtype, args.max_length, "--quantize", args.quantize)
     try:
-        idle, tokens, elapsed, latencies = asyncio.run(drive(args, f"http://127.0.0.1:{port}", process, requests))
+        url = f"http://127.0.0.1:{port}"
+        idle, idle_document, tokens, elapsed, latencies = asyncio.run(drive(args, url, process, requests))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     served = tokens / elapsed
-    print(f"idle, one short query: {percentiles(idle)}")
+    print(f"idle, one short query (default instruction): {percentiles(idle)}")
+    print(f"idle, the same text as a document: {percentiles(idle_document)}")
     print(f"{args.clients} clients x {args.texts_per_request} texts/request for {elapsed:.0f} s: "
           f"{len(latencies) / elapsed:.2f} requests/s, {served:.0f} tokens/s, {percentiles(latencies)}")
     print(f"served / offline throughput: {served / offline:.2f}")
