@@ -1,0 +1,21 @@
+"""bench/linear_kernels.py, the kernel table behind model/linear.py's row cut, runs end to end
+(one matrix, one round) so that it cannot rot between the sessions that measure with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_the_kernel_table_prints_every_kernel_at_every_row_count():
+    done = subprocess.run([sys.executable, "linear_kernels.py", "--matrices", "1", "--rounds", "1"], cwd=BENCH,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.endswith("G") and "ms per product" not in line]
+    names = [line[:32].strip() for line in rows]
+    assert names == ["F.linear fp32 (MKL)", "oneDNN fp32, plain weights", "oneDNN fp32, packed weights",
+                     "q3embed Linear fp32", "F.linear bf16", "Int8Linear (fbgemm, per token)"], done.stdout
+    assert all(line.count("G") == 5 for line in rows), done.stdout  # 1, 8, 27, 256, 2,048 rows
