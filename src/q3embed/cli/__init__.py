@@ -19,13 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import Q3EmbedError
-from . import (
-    collection_commands,
-    corpus_command,
-    eval_commands,
-    model_commands,
-    serve_command,
-)
+from . import collection_commands, corpus_command, eval_commands, model_commands, serve_command
 from .common import PROG
 from .env import annotate_env, apply_env, options  # noqa: F401  (options: used by tests and tools)
 

@@ -16,37 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import engine  # its model classes load torch on first use, in the handlers
-from ..errors import (
-    ConfigurationError,
-    InputError,
-    ModelNotFoundError,
-    NotFoundError,
-    Q3EmbedError,
-)
-from ..pipeline import (
-    Collections,
-    ReaderOptions,
-    UpsertReport,
-    count_source,
-    read_source,
-)
+from ..errors import ConfigurationError, InputError, ModelNotFoundError, NotFoundError, Q3EmbedError
+from ..pipeline import Collections, ReaderOptions, UpsertReport, count_source, read_source
 from ..pipeline.search import MAX_TOP_K
-from ..store import (
-    COLLECTION_NAME_RULE,
-    INDEX_KINDS,
-    StoreConfig,
-    default_store_dir,
-    open_store,
-)
+from ..store import COLLECTION_NAME_RULE, INDEX_KINDS, StoreConfig, default_store_dir, open_store
 from ..store.protocol import CollectionInfo
-from .common import (
-    PROG,
-    add_model_flags,
-    model_options,
-    non_negative_int,
-    positive_int,
-    subparser,
-)
+from .common import PROG, add_model_flags, model_options, non_negative_int, positive_int, subparser
 from .io import write_jsonl
 
 __all__ = ["add_index", "add_search", "add_collections"]

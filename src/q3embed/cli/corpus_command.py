@@ -20,14 +20,7 @@ from ..pipeline.corpus import (
 )
 from ..pipeline.corpus_read import CorpusFields
 from ..pipeline.corpus_write import finished_shards
-from .common import (
-    PROG,
-    add_model_flags,
-    add_query_flags,
-    model_options,
-    positive_int,
-    subparser,
-)
+from .common import PROG, add_model_flags, add_query_flags, model_options, positive_int, subparser
 from .env import ENV_PREFIX, FALSE_WORDS, TRUE_WORDS
 from .io import write_jsonl
 

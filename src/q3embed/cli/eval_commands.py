@@ -15,14 +15,7 @@ from ..errors import InputError
 from ..evaluate.beir import load_beir
 from ..evaluate.cache import DEFAULT_CACHE_DIR
 from ..weights.resolve import resolve_model
-from .common import (
-    DTYPES,
-    PROG,
-    add_model_flags,
-    model_options,
-    positive_int,
-    subparser,
-)
+from .common import DTYPES, PROG, add_model_flags, model_options, positive_int, subparser
 from .io import read_rerank_requests, read_texts
 
 if TYPE_CHECKING:  # evaluation and parity need torch: the handlers import them

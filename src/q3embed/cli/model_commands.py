@@ -11,25 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import (  # engine's names load torch on first use, in the handlers
-    __version__,
-    engine,
-)
-from .common import (
-    add_model_flags,
-    add_query_flags,
-    model_options,
-    positive_int,
-    subparser,
-)
-from .io import (
-    RerankRequest,
-    check_output_path,
-    collect_rerank_requests,
-    collect_texts,
-    write_embeddings,
-    write_jsonl,
-)
+from .. import __version__, engine  # engine's names load torch on first use, in the handlers
+from .common import add_model_flags, add_query_flags, model_options, positive_int, subparser
+from .io import RerankRequest, check_output_path, collect_rerank_requests, collect_texts, write_embeddings, write_jsonl
 
 if TYPE_CHECKING:
     from ..engine import RerankResult

@@ -21,22 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError, Q3EmbedError
-from ..pipeline.corpus import (
-    CorpusJob,
-    CorpusReport,
-    Progress,
-    embed_texts,
-    load_embedder,
-    plan_job,
-)
+from ..pipeline.corpus import CorpusJob, CorpusReport, Progress, embed_texts, load_embedder, plan_job
 from ..pipeline.corpus_read import CorpusPlan, read_shard
-from ..pipeline.corpus_write import (
-    CorpusManifest,
-    ShardData,
-    check_same_model,
-    finished_shards,
-    write_shard,
-)
+from ..pipeline.corpus_write import CorpusManifest, ShardData, check_same_model, finished_shards, write_shard
 from . import connect, our_error, require_ray
 
 __all__ = ["RayOptions", "ShardEmbedder", "embed_corpus_ray"]

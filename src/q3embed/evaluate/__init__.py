@@ -24,13 +24,7 @@ from typing import TYPE_CHECKING
 import lazy_loader
 
 if TYPE_CHECKING:
-    from .beir import (
-        BeirDataset,
-        DatasetDefaults,
-        dataset_defaults,
-        document_text,
-        load_beir,
-    )
+    from .beir import BeirDataset, DatasetDefaults, dataset_defaults, document_text, load_beir
     from .evaluation import EvalConfig, EvalReport, evaluate_beir, format_table
     from .metrics import DEFAULT_MEASURES, QueryScores, evaluate_run, rank
     from .retrieval import exact_search

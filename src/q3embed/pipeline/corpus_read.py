@@ -17,14 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
-from .records import (
-    Position,
-    Record,
-    csv_header,
-    read_records,
-    record_format,
-    record_id,
-)
+from .records import Position, Record, csv_header, read_records, record_format, record_id
 
 __all__ = ["CorpusFields", "ShardStart", "CorpusPlan", "RowBlock", "plan_corpus", "read_shard"]
 

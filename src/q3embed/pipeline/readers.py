@@ -23,14 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .records import (
-    RECORD_FORMATS,
-    Record,
-    Skipped,
-    csv_header,
-    read_records,
-    record_id,
-)
+from .records import RECORD_FORMATS, Record, Skipped, csv_header, read_records, record_id
 
 __all__ = ["Document", "Skipped", "ReaderOptions", "read_source", "count_source", "html_to_text",
            "TEXT_SUFFIXES"]

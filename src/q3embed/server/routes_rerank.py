@@ -8,13 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 
 from ..engine import check_top_n, rank_scores
-from .schemas import (
-    RerankDocument,
-    RerankRequest,
-    RerankResponse,
-    RerankResult,
-    RerankUsage,
-)
+from .schemas import RerankDocument, RerankRequest, RerankResponse, RerankResult, RerankUsage
 from .state import State
 
 __all__ = ["router"]

@@ -26,13 +26,7 @@ from . import sqlite_db as sql
 from .faiss_index import IndexStamp, VectorIndex
 from .filters import Filter, to_sql
 from .names import check_collection_name
-from .protocol import (
-    CollectionCounts,
-    CollectionInfo,
-    DocumentRecord,
-    StoredDocument,
-    StoredHit,
-)
+from .protocol import CollectionCounts, CollectionInfo, DocumentRecord, StoredDocument, StoredHit
 
 __all__ = ["EmbeddedStore"]
 

@@ -23,14 +23,7 @@ from ..errors import ConfigurationError, ConflictError, InputError, NotFoundErro
 from .faiss_index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
 from .filters import Filter, to_milvus
 from .names import MAX_DOCUMENT_ID_BYTES, check_collection_name
-from .protocol import (
-    CollectionCounts,
-    CollectionInfo,
-    DocumentRecord,
-    StoredChunk,
-    StoredDocument,
-    StoredHit,
-)
+from .protocol import CollectionCounts, CollectionInfo, DocumentRecord, StoredChunk, StoredDocument, StoredHit
 
 __all__ = ["MilvusStore", "PREFIX", "milvus_name"]
 

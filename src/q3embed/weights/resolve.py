@@ -12,12 +12,7 @@ from pathlib import Path
 
 from ..errors import ModelNotFoundError
 from .hubs import HUBS, Hub, HubUnavailable, hub_named
-from .ollama import (
-    OLLAMA_PREFIX,
-    find_ollama_model,
-    ollama_models_dir,
-    resolve_ollama_model,
-)
+from .ollama import OLLAMA_PREFIX, find_ollama_model, ollama_models_dir, resolve_ollama_model
 
 __all__ = [
     "AUTO",
