@@ -3,9 +3,10 @@
 torch multiplies fp32 on a CPU with MKL. For the few rows of one interactive query MKL streams
 the weights at a fraction of memory speed, and oneDNN's kernel, which torch also ships (Inductor
 calls it for frozen linear layers), is faster on the same plain weights: 3072x1024 products at 1 /
-27 rows took 0.43 / 1.79 ms against MKL's 0.66 / 2.35 ms, and a 0.6B query of 8 tokens 169 ms
-against 234 ms (2-core AVX2 EPYC, bench/single_query.py). From some hundreds of rows on MKL is as
-fast or faster (2,048 rows: 80 ms against oneDNN's 91 ms), so batches stay on it. Both are fp32
+27 rows took 0.39 / 1.78 ms against MKL's 0.64 / 2.79 ms (bench/linear_kernels.py), and a 0.6B
+text of 8 tokens ~176 ms against ~263 ms (bench/single_query.py; 2-core AVX2 EPYC). From some
+hundreds of rows on MKL is as fast or faster (2,048 rows: 73 ms against oneDNN's 87 ms), so
+batches stay on it. Both are fp32
 throughout: only the order of the sums differs. bf16 goes to oneDNN already, through torch.
 """
 
