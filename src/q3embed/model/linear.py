@@ -6,8 +6,8 @@ calls it for frozen linear layers), is faster on the same plain weights: 3072x10
 27 rows took 0.39 / 1.78 ms against MKL's 0.64 / 2.79 ms (bench/linear_kernels.py), and a 0.6B
 text of 8 tokens ~176 ms against ~263 ms (bench/single_query.py; 2-core AVX2 EPYC). From some
 hundreds of rows on MKL is as fast or faster (2,048 rows: 73 ms against oneDNN's 87 ms), so
-batches stay on it. Both are fp32
-throughout: only the order of the sums differs. bf16 goes to oneDNN already, through torch.
+batches stay on it. Both are fp32 throughout: only the order of the sums differs. bf16 goes to
+oneDNN already, through torch.
 """
 
 from __future__ import annotations
