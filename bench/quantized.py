@@ -2,13 +2,14 @@
 
     cd bench && python quantized.py [--texts 48] [--rounds 2] [--passes 2]
 
-The full-size random 0.6B checkpoint (bf16 safetensors) and its Q8_0 GGUF, in the dtype the engine
-picks for this CPU (bf16 where it multiplies bf16 natively, else fp32) beside the fp32 reference (bench/common's writer,
-as llama.cpp's converter lays it out). Each configuration runs in a fresh child process: resident
-memory after loading and after the run (VmRSS; the second against the file's size), batch tokens/s over standard-library
-docstrings (max_length 512), single-query latency (the 27-token default-instruction query, median
-of 20) and the vectors, whose cosine against the fp32 safetensors model is printed. --passes
-repeats the whole sequence, so that the configurations interleave on a noisy machine.
+The full-size random 0.6B checkpoint (bf16 safetensors) and its Q8_0 GGUF (bench/common's writer,
+as llama.cpp's converter lays it out), in the dtype the engine picks for this CPU (bf16 where it
+multiplies bf16 natively, else fp32) beside the fp32 reference. Each configuration runs in a fresh
+child process: resident memory after loading and after the run (VmRSS; the second against the
+file's size), batch tokens/s over standard-library docstrings (max_length 512), single-query
+latency (the 27-token default-instruction query, median of 20) and the vectors, whose cosine
+against the fp32 safetensors model is printed. --passes repeats the whole sequence, so that the
+configurations interleave on a noisy machine.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ import torch
 
 from common import checkpoint, matmul_tflops, stdlib_docstrings
 from q3embed import Embedder
-from q3embed.engine.device import resolve_dtype
 from q3embed.model.quantized import Int8Linear
 
 TEXT = "What is the capital of China?"
@@ -127,8 +126,7 @@ def main() -> None:
     nbytes, params = decoder_weights(embedder)
     bandwidth = read_bandwidth_gbs(nbytes)
     int8 = args.quantize == "int8"
-    dtype = resolve_dtype(args.dtype, torch.device("cpu"))
-    rate = (int8_tops() if int8 else matmul_tflops(dtype)) * 1e12
+    rate = (int8_tops() if int8 else matmul_tflops(getattr(torch, embedder.info.dtype))) * 1e12
     stream_ms = nbytes / (bandwidth * 1e9) * 1e3
     print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}; "
           f"dtype {embedder.info.dtype}; quantize {args.quantize}")

@@ -11,15 +11,14 @@ channel, from the checkpoint's own values (bf16 safetensors or a dequantized GGU
 Activations are quantized per token: each row is divided by its largest magnitude before the
 kernel quantizes it with one fixed scale, and the product is multiplied back, row by row (a linear
 map commutes with that). The kernel's own dynamic mode takes one scale for the whole batch, so one
-token of large activations would cost every other token its
-precision (decoder LLMs commonly carry a few such tokens): cosine against fp32 rose from 0.980 to
-0.994 on the random 0.6B checkpoint (AVX2).
+token of large activations would cost every other token its precision (decoder LLMs commonly
+carry a few such tokens): cosine against fp32 rose from 0.980 to 0.994 on the random 0.6B
+checkpoint (AVX2).
 
 That is an approximation of the model, not the model: its cosine against the exact computation
 is measured and reported (bench/single_query.py, bench/quantized.py, tests/test_quantized.py),
-and the exact dtype stays the default. The embedding table, the norms, attention and the
-reranker's head stay as they are, except the embedding table, kept as int8 blocks (Int8Embedding):
-a Q8_0 file's own blocks, unchanged.
+and the exact dtype stays the default. The norms, attention and the reranker's head stay as they
+are; the embedding table is kept as int8 blocks (Int8Embedding), a Q8_0 file's own unchanged.
 """
 
 from __future__ import annotations
@@ -85,12 +84,14 @@ class Int8Embedding(nn.Module):
     """An embedding table as GGUF's Q8_0 lays it out: int8 values with one fp16 scale per block of
     32 along each row, a looked-up row dequantized to the model's dtype.
 
-    A table taken from a Q8_0 file (loaded in fp32) comes back bit for bit: each block's largest value is +-127 x its
-    scale there, so requantizing its dequantized rows finds the same scale and the same integers.
+    A table taken from a Q8_0 file (loaded in fp32) comes back bit for bit: each block's largest
+    value is +-127 x its scale there, so requantizing its dequantized rows finds the same scale and
+    the same integers.
     Only the rows a batch reads are dequantized (the table is 151,669 x hidden: a quarter of the
     0.6B model in fp32)."""
 
     BLOCK = 32
+    ROWS_AT_A_TIME = 8192  # quantized in slices: an fp32 copy of the whole table is what we avoid
 
     def __init__(self, embedding: nn.Embedding) -> None:
         super().__init__()
@@ -101,12 +102,13 @@ class Int8Embedding(nn.Module):
         self.blocks = hidden // self.block
         scales = torch.empty(vocab, self.blocks, dtype=torch.float16)
         values = torch.empty(vocab, hidden, dtype=torch.int8)
-        for start in range(0, vocab, 8192):  # in slices: an fp32 copy of the whole table is what we avoid
-            rows = table[start:start + 8192].float().view(-1, self.blocks, self.block)  # [r, blocks, block]
+        for start in range(0, vocab, self.ROWS_AT_A_TIME):
+            part = slice(start, start + self.ROWS_AT_A_TIME)
+            rows = table[part].float().view(-1, self.blocks, self.block)  # [r, blocks, block]
             scale = (rows.abs().amax(dim=-1) / 127).to(torch.float16)  # [r, blocks]
-            scales[start:start + 8192] = scale
+            scales[part] = scale
             divisor = scale.float().clamp(min=torch.finfo(torch.float16).tiny).unsqueeze(-1)
-            values[start:start + 8192] = (rows / divisor).round().clamp(-127, 127).to(torch.int8).view(-1, hidden)
+            values[part] = (rows / divisor).round().clamp(-127, 127).to(torch.int8).view(-1, hidden)
         self.register_buffer("values", values)  # [vocab, hidden]
         self.register_buffer("scales", scales)  # [vocab, blocks]
 
