@@ -47,23 +47,23 @@ def cpu_flags() -> str:
     return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/vnni/bf16/amx"
 
 
-def kernels(count: int) -> dict[str, list[Callable[[torch.Tensor], torch.Tensor]]]:
-    """Per kernel, one callable per weight matrix: x [rows, IN] fp32 -> [rows, OUT]."""
+def kernels(count: int) -> dict[str, tuple[int, list[Callable[[torch.Tensor], torch.Tensor]]]]:
+    """Per kernel: the bytes of one weight element, and one callable per weight matrix:
+    x [rows, IN] fp32 -> [rows, OUT]."""
     torch.manual_seed(0)
     linears = [Linear(IN, OUT, bias=False) for _ in range(count)]
     weights = [layer.weight.detach() for layer in linears]
     packed = [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in weights]
     bf16 = [w.bfloat16() for w in weights]
     int8 = [Int8Linear(layer) for layer in linears]
+    onednn = torch.ops.mkldnn._linear_pointwise
     return {
-        "F.linear fp32 (MKL)": [lambda x, w=w: F.linear(x, w) for w in weights],
-        "oneDNN fp32, plain weights": [lambda x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
-                                       for w in weights],
-        "oneDNN fp32, packed weights": [lambda x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
-                                        for w in packed],
-        "q3embed Linear fp32": list(linears),
-        "F.linear bf16": [lambda x, w=w: F.linear(x.bfloat16(), w) for w in bf16],
-        "Int8Linear (fbgemm, per token)": list(int8),
+        "F.linear fp32 (MKL)": (4, [lambda x, w=w: F.linear(x, w) for w in weights]),
+        "oneDNN fp32, plain weights": (4, [lambda x, w=w: onednn(x, w, None, "none", [], "") for w in weights]),
+        "oneDNN fp32, packed weights": (4, [lambda x, w=w: onednn(x, w, None, "none", [], "") for w in packed]),
+        "q3embed Linear fp32": (4, list(linears)),
+        "F.linear bf16": (2, [lambda x, w=w: F.linear(x.bfloat16(), w) for w in bf16]),
+        "Int8Linear (fbgemm, per token)": (1, list(int8)),
     }
 
 
@@ -77,13 +77,12 @@ def main() -> None:
     table = kernels(args.matrices)
     print(f"{'kernel':32s}" + "".join(f"{rows:>16d}" for rows in ROWS) + "   (rows: ms per product, GB/s of weights)")
     with torch.inference_mode():
-        for name, products in table.items():
+        for name, (element_bytes, products) in table.items():
             cells = []
             for rows in ROWS:
                 x = torch.randn(rows, IN)
                 ms = median_ms(lambda: [product(x) for product in products], args.rounds) / len(products)
-                weight_bytes = OUT * IN * (1 if "Int8" in name else 2 if "bf16" in name else 4)
-                cells.append(f"{ms:8.2f} {weight_bytes / ms / 1e6:5.1f}G")
+                cells.append(f"{ms:8.2f} {OUT * IN * element_bytes / ms / 1e6:5.1f}G")
             print(f"{name:32s}" + "".join(f"{cell:>16s}" for cell in cells), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

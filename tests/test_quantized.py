@@ -1,6 +1,7 @@
 """quantize="int8" (model/quantized.py): the decoder's linear layers as fbgemm's int8 linear,
-activations quantized per token. An approximation, opt-in: these tests bound how far it may drift from the exact model
-(the 0.6B figures are in docs/benchmarks.md), and check that it is refused where it cannot run."""
+activations quantized per token, and the embedding table as Q8_0 blocks. An approximation, opt-in:
+these tests bound how far it may drift from the exact model (the 0.6B figures are in
+docs/benchmarks.md), and check that it is refused where it cannot run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import torch
 
 from q3embed import Embedder, Reranker
 from q3embed.engine.device import resolve_quantize
+from q3embed.engine.memory import release_freed_memory
 from q3embed.engine.options import ModelOptions
 from q3embed.errors import ConfigurationError
-from q3embed.engine.memory import release_freed_memory
 from q3embed.model.quantized import Int8Embedding, Int8Linear
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 

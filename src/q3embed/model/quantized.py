@@ -86,9 +86,8 @@ class Int8Embedding(nn.Module):
 
     A table taken from a Q8_0 file (loaded in fp32) comes back bit for bit: each block's largest
     value is +-127 x its scale there, so requantizing its dequantized rows finds the same scale and
-    the same integers.
-    Only the rows a batch reads are dequantized (the table is 151,669 x hidden: a quarter of the
-    0.6B model in fp32)."""
+    the same integers. Only the rows a batch reads are dequantized (the table is 151,669 x hidden:
+    a quarter of the 0.6B model in fp32)."""
 
     BLOCK = 32
     ROWS_AT_A_TIME = 8192  # quantized in slices: an fp32 copy of the whole table is what we avoid
