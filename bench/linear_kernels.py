@@ -7,8 +7,9 @@ fp32, more than any cache, so every product streams its weights from memory as a
 does), multiplied by 1, 8, 27 (one query), 256 and 2,048 rows (batches). Median milliseconds per
 product and the GB/s of weights that makes, for: torch's F.linear in fp32 (MKL), oneDNN's fp32
 linear on the same plain weights and on weights packed for it, q3embed's Linear (model/linear.py:
-oneDNN up to 256 rows, MKL above), F.linear in bf16, and quantize=int8's Int8Linear (fbgemm,
-activations per token). Prints the CPU's flags that decide which of them can be fast, and the
+oneDNN up to 256 rows, MKL above), F.linear in bf16, q3embed's Linear in bf16 (its weight packed
+for oneDNN, as the engine does on a CPU), and quantize=int8's Int8Linear (fbgemm, activations per
+token). Prints the CPU's flags that decide which of them can be fast, and the
 load average.
 """
 
@@ -55,6 +56,10 @@ def kernels(count: int) -> dict[str, tuple[int, list[Callable[[torch.Tensor], to
     weights = [layer.weight.detach() for layer in linears]
     packed = [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in weights]
     bf16 = [w.bfloat16() for w in weights]
+    packed_bf16 = [Linear(IN, OUT, bias=False).to(torch.bfloat16) for _ in range(count)]
+    for layer, weight in zip(packed_bf16, bf16, strict=True):
+        layer.weight.data.copy_(weight)
+        layer.pack_for_onednn()
     int8 = [Int8Linear(layer) for layer in linears]
     onednn = torch.ops.mkldnn._linear_pointwise
     return {
@@ -63,6 +68,7 @@ def kernels(count: int) -> dict[str, tuple[int, list[Callable[[torch.Tensor], to
         "oneDNN fp32, packed weights": (4, [lambda x, w=w: onednn(x, w, None, "none", [], "") for w in packed]),
         "q3embed Linear fp32": (4, list(linears)),
         "F.linear bf16": (2, [lambda x, w=w: F.linear(x.bfloat16(), w) for w in bf16]),
+        "q3embed Linear bf16 (packed)": (2, [lambda x, layer=layer: layer(x.bfloat16()) for layer in packed_bf16]),
         "Int8Linear (fbgemm, per token)": (1, list(int8)),
     }
 

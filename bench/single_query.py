@@ -6,10 +6,12 @@
 The bound of one forward pass is the larger of (a) streaming the decoder's weights from memory
 once (their bytes over the read bandwidth measured here by summing a buffer of the same size) and
 (b) computing its tokens at the measured matrix-product rate of the engine's dtype (2 x parameters
-x tokens). dtype auto is the engine's own choice: bf16 where the CPU multiplies it natively, fp32
-elsewhere (on AVX2 alone bf16 is emulated and several times slower).
-Prints the median and p90 of `Embedder.encode` for a 13-token document and the same text as a
-query in the default instruction (27 tokens), each bound, the ratio, and the load average.
+x tokens; the fastest kernel's best product at 2,048 rows, bench/common.py). dtype auto is the
+engine's own choice: bf16 where the CPU multiplies it natively, fp32 elsewhere (on AVX2 alone bf16
+is emulated and several times slower).
+Prints the median and p90 of `Embedder.encode` for an 8-token and a 13-token document and the
+8-token text as a query in the default instruction (27 tokens), each bound, the ratio, and the
+load average.
 With --quantize int8 the bound is the same rule for int8 weights (one byte each, the int8
 matrix-product rate measured here), and the cosine of its vectors against fp32 is printed
 beside that of the exact model in the same dtype, on 32 standard-library docstrings.
@@ -28,7 +30,8 @@ from common import checkpoint, matmul_tflops, stdlib_docstrings
 from q3embed import Embedder
 from q3embed.model.quantized import Int8Linear
 
-TEXT = "What is the capital of China?"
+TEXT = "What is the capital of China?"  # 8 tokens as a document, 27 in the default instruction
+LONGER_TEXT = "How do I reset the password of my work email account?"  # 13 tokens: the issue's query length
 
 
 def read_bandwidth_gbs(nbytes: int, repeats: int = 5) -> float:
@@ -49,20 +52,21 @@ def read_bandwidth_gbs(nbytes: int, repeats: int = 5) -> float:
 
 
 def gemv_rate_gbs(embedder: Embedder, rows: int, repeats: int = 3) -> float:
-    """GB/s at which torch's matrix product streams the decoder's own weights for `rows` rows:
-    what the kernel reaches on this machine, beside what memory allows."""
+    """GB/s at which the engine's own linear layers stream the decoder's weights for `rows` rows:
+    what its kernels reach on this machine, beside what memory allows."""
     model = embedder._backend.model  # noqa: SLF001
-    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    x = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights}
-    for w in weights:
-        torch.nn.functional.linear(x[w.shape[1]], w)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for w in weights:
-            torch.nn.functional.linear(x[w.shape[1]], w)
-        best = min(best, time.perf_counter() - started)
-    return sum(w.numel() * w.element_size() for w in weights) / best / 1e9
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    x = {layer.in_features: torch.randn(rows, layer.in_features, dtype=layer.weight.dtype) for layer in layers}
+    with torch.inference_mode():
+        for layer in layers:
+            layer(x[layer.in_features])
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for layer in layers:
+                layer(x[layer.in_features])
+            best = min(best, time.perf_counter() - started)
+    return sum(layer.weight.numel() * layer.weight.element_size() for layer in layers) / best / 1e9
 
 
 def decoder_weights(embedder: Embedder) -> tuple[int, int]:
@@ -97,13 +101,13 @@ def cosines_against_fp32(model_dir: str, embedder: Embedder) -> None:
               f"mean {cosines.mean():.6f}")
 
 
-def latencies_ms(embedder: Embedder, rounds: int, **kwargs) -> list[float]:
+def latencies_ms(embedder: Embedder, text: str, rounds: int, **kwargs) -> list[float]:
     for _ in range(3):
-        embedder.encode([TEXT], **kwargs)
+        embedder.encode([text], **kwargs)
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        embedder.encode([TEXT], **kwargs)
+        embedder.encode([text], **kwargs)
         times.append((time.perf_counter() - started) * 1e3)
     return times
 
@@ -135,12 +139,13 @@ def main() -> None:
     if not int8:
         for rows in (1, 8, 27):
             rate_gbs = gemv_rate_gbs(embedder, rows)
-            print(f"torch's {embedder.info.dtype} linear over those weights, {rows:>2} rows: {rate_gbs:.1f} GB/s")
-    for label, kwargs in (("document", {}), ("query", {"query": True})):
-        tokens = len(embedder.tokenize([TEXT], **kwargs)[0])
+            print(f"the engine's {embedder.info.dtype} linear over those weights, {rows:>2} rows: {rate_gbs:.1f} GB/s")
+    cases = (("document", TEXT, {}), ("document", LONGER_TEXT, {}), ("query", TEXT, {"query": True}))
+    for label, text, kwargs in cases:
+        tokens = len(embedder.tokenize([text], **kwargs)[0])
         compute_ms = 2 * params * tokens / rate * 1e3
         bound = max(stream_ms, compute_ms)
-        times = sorted(latencies_ms(embedder, args.rounds, **kwargs))
+        times = sorted(latencies_ms(embedder, text, args.rounds, **kwargs))
         median, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
         print(f"{label:<9}{tokens:>3} tokens: median {median:6.1f} ms, p90 {p90:6.1f} ms; bound {bound:5.1f} ms "
               f"(stream {stream_ms:.1f}, compute {compute_ms:.1f}); median / bound {median / bound:.2f}x")

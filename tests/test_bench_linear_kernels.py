@@ -17,5 +17,6 @@ def test_the_kernel_table_prints_every_kernel_at_every_row_count():
     rows = [line for line in done.stdout.splitlines() if line.endswith("G") and "ms per product" not in line]
     names = [line[:32].strip() for line in rows]
     assert names == ["F.linear fp32 (MKL)", "oneDNN fp32, plain weights", "oneDNN fp32, packed weights",
-                     "q3embed Linear fp32", "F.linear bf16", "Int8Linear (fbgemm, per token)"], done.stdout
+                     "q3embed Linear fp32", "F.linear bf16", "q3embed Linear bf16 (packed)",
+                     "Int8Linear (fbgemm, per token)"], done.stdout
     assert all(line.count("G") == 5 for line in rows), done.stdout  # 1, 8, 27, 256, 2,048 rows

@@ -40,3 +40,28 @@ def test_other_dtypes_shapes_and_gradients_stay_on_f_linear():
         bf16 = layer.to(torch.bfloat16)
         assert bf16(x.bfloat16()).dtype == torch.bfloat16
         assert "mkldnn::_linear_pointwise" not in _ops(bf16, x.bfloat16())
+
+
+@pytest.mark.skipif(not onednn_linear_available(), reason="this torch has no oneDNN linear")
+@pytest.mark.parametrize("rows", [1, 27, 300])
+def test_a_packed_bf16_weight_computes_what_the_plain_one_does(rows):
+    torch.manual_seed(rows)
+    layer = Linear(384, 200, bias=True).to(torch.bfloat16)
+    plain, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    x = torch.randn(rows, 384, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        expected = F.linear(x, plain, bias)
+        assert layer.pack_for_onednn() and layer.packed
+        assert not layer.pack_for_onednn()  # once only
+        got = layer(x)
+        three_d = layer(x.reshape(1, rows, 384))
+        strided = layer(x.T.contiguous().T)  # the same values, not row-major
+    assert got.dtype == torch.bfloat16 and three_d.shape == (1, rows, 200)
+    assert torch.allclose(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+    assert torch.equal(three_d[0], got) and torch.equal(strided, got)
+
+
+def test_only_bf16_weights_on_a_cpu_are_packed():
+    layers = [Linear(64, 32), Linear(64, 32).to(torch.float16), Linear(64, 32).to(torch.bfloat16)]
+    assert [layer.pack_for_onednn() for layer in layers] == [False, False, onednn_linear_available()]
+    assert not layers[0].packed and not layers[1].packed

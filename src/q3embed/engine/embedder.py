@@ -10,6 +10,7 @@ Every embedding, whichever caller asks, takes the same three steps:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ class Embedder:
     >>> emb.similarity(q, d)
     """
 
-    def __init__(self, model: str | ModelOptions = "auto", **options: Any) -> None:
+    def __init__(self, model: str | os.PathLike[str] | ModelOptions = "auto", **options: Any) -> None:
         """`model`: a directory, a .gguf file, a hub id or auto, or a whole ModelOptions; keyword
         options are its fields: device, dtype, max_length, max_batch_tokens, compile, attention,
         threads, special_tokens, hub."""

@@ -7,6 +7,7 @@ parity all take a `ModelOptions`; nothing is read from the environment inside th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -93,15 +94,19 @@ class ModelOptions:
 _FIELDS = frozenset(f.name for f in fields(ModelOptions))
 
 
-def model_options(model: "str | ModelOptions", overrides: Mapping[str, Any]) -> ModelOptions:
-    """What `Embedder(model, **overrides)` means: a model id or a ModelOptions, then keyword fields."""
+def model_options(model: "str | os.PathLike[str] | ModelOptions", overrides: Mapping[str, Any]) -> ModelOptions:
+    """What `Embedder(model, **overrides)` means: a model id, a path (str or pathlib.Path) or a
+    ModelOptions, then keyword fields."""
     unknown = sorted(set(overrides) - _FIELDS)
     if unknown:
         raise ConfigurationError(f"unknown option {', '.join(unknown)}: the options are {', '.join(sorted(_FIELDS))}")
     if isinstance(model, ModelOptions):
         return replace(model, **overrides)
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     if not isinstance(model, str):
-        raise ConfigurationError(f"model must be a string (a path, a hub id or auto), not {type(model).__name__}")
+        raise ConfigurationError(f"model must be a string or a path (a path, a hub id or auto), "
+                                 f"not {type(model).__name__}")
     return ModelOptions(model=model, **overrides)
 
 

@@ -10,6 +10,7 @@ from ..model.attention import choose_attention
 from ..model.graphs import BucketedGraphs, CudaGraphs, InductorGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
+from ..model.linear import pack_decoder_linears
 from ..model.quantized import quantize_decoder
 from ..text.prompts import query_text
 from ..weights.checkpoint import LoadedQwen3
@@ -31,11 +32,14 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
 
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
-    """Give the decoder its attention backend (and int8 layers where asked), and hand the memory
-    that loading freed back to the system; -> the activation bytes one token of a batch needs."""
+    """Give the decoder its attention backend and its CPU kernels' weights (int8 layers where
+    asked, else bf16 weights packed for oneDNN), and hand the memory that loading freed back to the
+    system; -> the activation bytes one token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
     if placement.quantize == "int8":
         quantize_decoder(loaded.model)
+    elif placement.graphs != "inductor":  # Inductor's frozen graphs pack the weights themselves
+        pack_decoder_linears(loaded.model)  # bf16 on a CPU only
     release_freed_memory()
     return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
 

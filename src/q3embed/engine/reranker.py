@@ -7,6 +7,7 @@ the model scores this one: `tokenize` (checks, prompt template, truncation) and 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
@@ -191,7 +192,7 @@ class Reranker:
     [RerankResult(index=0, score=0.99...)]
     """
 
-    def __init__(self, model: str | ModelOptions = "auto", *, reuse_prefix: bool = True,
+    def __init__(self, model: str | os.PathLike[str] | ModelOptions = "auto", *, reuse_prefix: bool = True,
                  embedder: Embedder | None = None, **options: Any) -> None:
         """`model` and `options` as for Embedder. reuse_prefix=False runs every pair in full (the
         plain computation, for comparison). `embedder`: the model that `auto` scores with by cosine
