@@ -9,8 +9,7 @@ product and the GB/s of weights that makes, for: torch's F.linear in fp32 (MKL),
 linear on the same plain weights and on weights packed for it, q3embed's Linear (model/linear.py:
 oneDNN up to 256 rows, MKL above), F.linear in bf16, q3embed's Linear in bf16 (its weight packed
 for oneDNN, as the engine does on a CPU), and quantize=int8's Int8Linear (fbgemm, activations per
-token). Prints the CPU's flags that decide which of them can be fast, and the
-load average.
+token). Prints the CPU's flags that decide which of them can be fast, and the load average.
 """
 
 from __future__ import annotations

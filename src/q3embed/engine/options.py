@@ -105,7 +105,7 @@ def model_options(model: "str | os.PathLike[str] | ModelOptions", overrides: Map
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, str):
-        raise ConfigurationError(f"model must be a string or a path (a path, a hub id or auto), "
+        raise ConfigurationError(f"model must be a path, a hub id or auto (a string or a pathlib.Path), "
                                  f"not {type(model).__name__}")
     return ModelOptions(model=model, **overrides)
 

@@ -60,14 +60,19 @@ class Linear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if self.packed:
             rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]: oneDNN's op is 2-D
-            out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
+            out = _onednn_linear(rows, self.weight, self.bias)
             return out.view(*x.shape[:-1], out.shape[-1])
         if (x.dim() == 2 and x.shape[0] <= ONEDNN_MAX_ROWS and x.dtype == torch.float32
                 and x.device.type == "cpu" and self.weight.dtype == torch.float32
                 and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
                 and onednn_linear_available()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+            return _onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """oneDNN's linear with no fused activation: x [rows, in], weight plain or packed [out, in]."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def pack_decoder_linears(model: nn.Module) -> int:
