@@ -81,8 +81,10 @@ def convert(model_dir: Path, file_type: str) -> Path:
         if not script.is_file():
             sys.exit(f"{script} is missing: run python bench/vs_llama_cpp.py --setup first")
         partial = out.with_suffix(".partial")
-        subprocess.run([sys.executable, str(script), str(model_dir), "--outtype", file_type.lower(),
-                        "--outfile", str(partial)], check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, str(script), str(model_dir), "--outtype", file_type.lower(),
+                               "--outfile", str(partial)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:  # its log (a line per tensor) only when it failed
+            sys.exit(f"llama.cpp's converter failed on {file_type}:\n{done.stderr[-4000:]}")
         partial.rename(out)
     return out
 
