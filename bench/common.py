@@ -33,7 +33,10 @@ def stdlib_docstrings(count: int = 256) -> list[str]:
     import importlib
 
     texts: list[str] = []
-    for info in sorted(pkgutil.iter_modules(), key=lambda m: m.name):
+    # Only the standard library's own directories: iter_modules() over all of sys.path would import
+    # every installed package, and every script beside the one running (which then runs again).
+    stdlib = os.path.dirname(os.__file__)
+    for info in sorted(pkgutil.iter_modules([stdlib, os.path.join(stdlib, "lib-dynload")]), key=lambda m: m.name):
         # antigravity opens a browser, this prints the Zen: nothing to read there
         if len(texts) >= count or info.name.startswith("_") or "test" in info.name or info.name in ("antigravity",
                                                                                                      "this"):

@@ -83,7 +83,7 @@ def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir):
     int8 = Embedder(str(tiny_embedding_dir), dtype="bfloat16", device="cpu", compile="off", quantize="int8")
     assert int8.info.quantize == "int8"
     layer = int8._backend.model.layers[0]  # noqa: SLF001
-    assert isinstance(layer.self_attn.q_proj, Int8Linear) and isinstance(layer.mlp.down_proj, Int8Linear)
+    assert isinstance(layer.self_attn.qkv_proj, Int8Linear) and isinstance(layer.mlp.down_proj, Int8Linear)
     assert isinstance(int8._backend.model.embed_tokens, Int8Embedding)  # noqa: SLF001
     cosines = (int8.encode(MIXED_TEXTS) * exact).sum(axis=1)
     assert cosines.min() >= 0.999, cosines.min()

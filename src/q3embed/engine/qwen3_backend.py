@@ -32,10 +32,12 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
 
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
-    """Give the decoder its attention backend and its CPU kernels' weights (int8 layers where
-    asked, else bf16 weights packed for oneDNN), and hand the memory that loading freed back to the
-    system; -> the activation bytes one token of a batch needs."""
+    """Give the decoder its attention backend, its projections fused (q/k/v and gate/up: one
+    product each), its CPU kernels' weights (int8 layers where asked, else bf16 weights packed for
+    oneDNN), and hand the memory that loading freed back to the system; -> the activation bytes one
+    token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
+    loaded.model.fuse_projections()
     if placement.quantize == "int8":
         quantize_decoder(loaded.model)
     elif placement.graphs != "inductor":  # Inductor's frozen graphs pack the weights themselves

@@ -213,6 +213,8 @@ class Varlen:
         keywords = dict(self.causal_keywords) if causal else {}
         if self.native_gqa and k.shape[1] != q.shape[1]:
             keywords["enable_gqa"] = True
+        # q, k, v may be views into one fused projection (model.qwen3): FlashAttention wants each dense
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         return self.function(q, k, v, cu_q, cu_k, max_q, max_k, **keywords)
 
     def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
