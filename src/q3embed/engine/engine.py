@@ -24,6 +24,7 @@ from ..errors import ConfigurationError, NotFoundError
 from .embedder import Embedder
 from .info import ModelInfo, TokenSpan
 from .jobs import BatchObserver, EmbedJob
+from .model_thread import ModelThread
 from .options import EngineOptions, QueueLimits
 from .reranker import Reranker
 from .worker import EngineWorker
@@ -45,11 +46,15 @@ class Scores:
 
 class Engine:
     def __init__(self, embedder: Embedder, reranker: Reranker | None = None,
-                 limits: QueueLimits | None = None, observer: BatchObserver | None = None) -> None:
+                 limits: QueueLimits | None = None, observer: BatchObserver | None = None,
+                 thread: ModelThread | None = None) -> None:
+        """`thread`: the ModelThread the models were loaded on (`Engine.load` does so); the worker
+        runs them there."""
         self._embedder = embedder
         self._reranker = reranker
+        self._thread = thread or ModelThread()
         self._worker = EngineWorker(embedder.forward, limits or QueueLimits(max_batch_tokens=embedder.max_batch_tokens),
-                                    observer)
+                                    observer, self._thread)
 
     @classmethod
     def load(cls, options: EngineOptions, observer: BatchObserver | None = None) -> "Engine":
@@ -58,18 +63,23 @@ class Engine:
         if not 1 <= options.max_request_tokens <= options.max_queued_tokens:
             raise ConfigurationError(f"max_request_tokens ({options.max_request_tokens}) must be from 1 to "
                                      f"max_queued_tokens ({options.max_queued_tokens}): a larger one could never run")
-        embedder = Embedder(options.models)
-        reranker = (Reranker(options.models.with_model(options.reranker), embedder=embedder)  # auto may fall back to it
-                    if options.reranker else None)
-        return cls(embedder, reranker, options.limits(embedder.max_batch_tokens), observer)
+        thread = ModelThread()  # the models are loaded on the thread that will run them (engine/model_thread.py)
+        try:
+            embedder = thread.run(lambda: Embedder(options.models))
+            reranker = (thread.run(lambda: Reranker(options.models.with_model(options.reranker), embedder=embedder))
+                        if options.reranker else None)  # auto may fall back to the embedder
+        except BaseException:
+            thread.close()  # nothing will run on it
+            raise
+        return cls(embedder, reranker, options.limits(embedder.max_batch_tokens), observer, thread)
 
     # ------------------------------------------------------------------ lifecycle and state
 
     def start(self) -> None:
         """Warm the models up (compiling their fused kernels where enabled), then take work."""
-        self._embedder.warm_up()
+        self._thread.run(self._embedder.warm_up)
         if self._reranker is not None:
-            self._reranker.warm_up()
+            self._thread.run(self._reranker.warm_up)
         self._worker.start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -129,8 +139,10 @@ class Engine:
         """Vectors [n, d] for the texts; cancelling the awaiting task drops the work if still queued."""
         prepared = await asyncio.to_thread(self._embedder.prepare, texts, query=query, instruction=instruction,
                                            dimensions=dimensions, normalize=normalize, truncate=truncate)
-        pooled = await asyncio.wrap_future(self._worker.submit(EmbedJob(prepared.token_lists)))  # [n, hidden]
-        return Embeddings(self._embedder.finish(prepared, pooled), prepared.token_counts)
+        # finished (sliced, normalised) on the worker thread too: torch's parallel work stays on one thread
+        job = EmbedJob(prepared.token_lists, finish=lambda pooled: self._embedder.finish(prepared, pooled))
+        vectors = await asyncio.wrap_future(self._worker.submit(job))  # [n, d]
+        return Embeddings(vectors, prepared.token_counts)
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                      truncate: bool = True) -> Scores:

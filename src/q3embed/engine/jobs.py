@@ -137,8 +137,10 @@ class _Job:
 
 @dataclass(eq=False)
 class EmbedJob(_Job):
-    """Token id lists of one request -> pooled fp32 vectors [n, hidden] on the CPU, in the same order."""
+    """Token id lists of one request -> pooled fp32 vectors [n, hidden] on the CPU, in the same
+    order, or what `finish` makes of them (run on the worker thread)."""
 
+    finish: Callable[[Tensor], Any] | None = None
     output: Tensor | None = field(default=None, init=False)
 
     def store(self, indices: Sequence[int], rows: Tensor) -> None:
@@ -146,8 +148,9 @@ class EmbedJob(_Job):
             self.output = torch.empty(len(self.sequences), rows.shape[1])
         self.output[list(indices)] = rows
 
-    def result(self) -> Tensor:
-        return self.output if self.output is not None else torch.empty(0, 0)
+    def result(self) -> Any:
+        pooled = self.output if self.output is not None else torch.empty(0, 0)
+        return pooled if self.finish is None else self.finish(pooled)
 
 
 @dataclass(eq=False)
@@ -188,11 +191,16 @@ def _failure(exc: Exception) -> Exception:
 
 def _settle(job: Job, error: Exception | None = None) -> None:
     """Complete a job's future, unless its caller cancelled it meanwhile."""
+    if error is None:
+        try:
+            result = job.result()
+        except Exception as exc:  # noqa: BLE001 - a failing `finish` fails its own request, not the worker
+            error = _failure(exc)
     try:
         if error is not None:
             job.future.set_exception(error)
         else:
-            job.future.set_result(job.result())
+            job.future.set_result(result)
     except InvalidStateError:  # cancelled between the last check and now: nobody is waiting
         pass
 

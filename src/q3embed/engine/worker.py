@@ -1,5 +1,6 @@
 """The engine worker: one thread that owns the models and runs every caller's work through one
-`Scheduler` (engine/jobs.py), one packed batch at a time.
+`Scheduler` (engine/jobs.py), one packed batch at a time. The thread is a `ModelThread`
+(engine/model_thread.py): the engine loads and warms its models up on it before the loop starts.
 
 Callers (HTTP handlers, pipelines) tokenize on their own threads and submit jobs. Between two
 batches the worker admits what arrived, drops what was cancelled, and lets the least-served job
@@ -20,10 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, wait
 
 from ..errors import EngineStopped, OverloadedError
 from .jobs import NULL_OBSERVER, BatchObserver, Forward, Job, Scheduler
+from .model_thread import ModelThread
 from .options import QueueLimits
 
 __all__ = ["EngineWorker"]
@@ -33,7 +35,8 @@ log = logging.getLogger("q3embed")
 
 class EngineWorker:
     def __init__(self, forward: Forward, limits: QueueLimits = QueueLimits(),
-                 observer: BatchObserver | None = None, name: str = "q3embed-engine") -> None:
+                 observer: BatchObserver | None = None, thread: ModelThread | None = None) -> None:
+        """`thread`: the one the models were loaded on (a new one by default)."""
         self.limits = limits
         self._scheduler = Scheduler(forward, limits.max_batch_tokens, observer or NULL_OBSERVER)
         self._queue: deque[Job] = deque()  # submitted, not yet admitted by the worker thread
@@ -42,7 +45,8 @@ class EngineWorker:
         self._wakeup = threading.Condition()
         self._stopping = False
         self._dead: str | None = None
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread = thread or ModelThread()
+        self._loop: Future | None = None  # the worker loop, once started on the thread
 
     @property
     def observer(self) -> BatchObserver:
@@ -55,7 +59,9 @@ class EngineWorker:
     # ------------------------------------------------------------------ caller side
 
     def start(self) -> None:
-        self._thread.start()
+        if self._loop is None:
+            self._loop = self._thread.submit(self._main)
+            self._thread.close()  # the loop is the thread's last task
 
     def submit(self, job: Job) -> Future:
         """Queue a job; raises RequestTooLargeError, OverloadedError when full, EngineStopped when stopping."""
@@ -96,12 +102,14 @@ class EngineWorker:
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if self._loop is None:  # never started: nothing will run on the thread
+            self._thread.close()
+        if self._loop is not None and threading.current_thread() is not self._thread.thread:
+            wait([self._loop], timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and self._dead is None
+        return self._loop is not None and not self._loop.done() and self._dead is None
 
     @property
     def queued_requests(self) -> int:
