@@ -93,7 +93,9 @@ def test_a_model_on_varlen_embeds_and_reranks_as_on_sdpa(tiny_embedding_dir, tin
     embedder = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off")
     expected = embedder.encode(MIXED_TEXTS)
     embedder._backend.model.use_attention(Varlen(varlen_new))  # noqa: SLF001
-    np.testing.assert_allclose(embedder.encode(MIXED_TEXTS), expected, atol=1e-5)
+    # Two attention computations summing fp32 in other orders, through every layer: one full-suite
+    # run differed by 3.2e-5 (not reproduced alone); the kernel-level check above holds 1e-5.
+    np.testing.assert_allclose(embedder.encode(MIXED_TEXTS), expected, atol=1e-4)
 
     reranker = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile="off")
     expected_scores = reranker.score(QUERIES[0], DOCUMENTS)

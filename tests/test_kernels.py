@@ -171,3 +171,29 @@ def test_short_sequence_graphs_embed_as_the_eager_model(tiny_embedding_dir, capl
         np.testing.assert_allclose(fast.encode(texts), eager.encode(texts), atol=1e-6)
     assert graphs.runs == warmed + 2
     assert "AUTOTUNE" not in caplog.text
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind", ["embedder", "reranker"])
+def test_after_warm_up_no_request_length_waits_for_a_compile(tiny_embedding_dir, tiny_reranker_dir, kind):
+    """The kernels compile for the first length they see, then once more with the token count
+    dynamic (kernels._CompiledOrEager): a server's warm-up must see two lengths, or its first
+    request of another length compiles while the client waits."""
+    from q3embed import Reranker
+
+    torch._dynamo.reset()  # this process's earlier tests compiled them already
+    kernels.compiled_kernels.cache_clear()
+    compiles = torch._dynamo.utils.counters["stats"]
+    if kind == "embedder":
+        model = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="auto")
+        use = lambda: (model.encode(["a text of a length the warm-up did not see, " * 3]),  # noqa: E731
+                       model.encode(MIXED_TEXTS))
+    else:
+        model = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile="auto")
+        use = lambda: model.score("another query", ["a document of another length, " * 4, "one more"])  # noqa: E731
+    model.warm_up()
+    warmed = compiles["unique_graphs"]
+    assert warmed > 0
+    use()
+    assert compiles["unique_graphs"] == warmed
+    _assert_compiled_ran()

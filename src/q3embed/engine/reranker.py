@@ -209,9 +209,11 @@ class Reranker:
         self.info: ModelInfo = self._scorer.info
 
     def warm_up(self) -> None:
-        """Compile the fused kernels now, where they are enabled, with one short scoring pass."""
+        """Compile the fused kernels now, where they are enabled, with two short scoring passes of
+        different lengths (see Embedder.warm_up), the second through the shared prefix."""
         if self._scorer.compile_now():
             self.score("warm", ["up"])
+            self.score("warm up", ["for a second length", "and the shared prefix"])
 
     def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
               truncate: bool = True) -> list[float]:

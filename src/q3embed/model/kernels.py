@@ -75,7 +75,11 @@ class _CompiledOrEager:
 
     def __init__(self, eager: Callable[..., Tensor]) -> None:
         self.eager = eager
-        self.compiled = torch.compile(eager, dynamic=True, options={"emulate_precision_casts": True})
+        # dynamic=None, torch's automatic dynamic shapes: the first shape compiles static, the next
+        # one recompiles with only the sizes that changed symbolic (the token count), so head_dim and
+        # hidden stay constants the C++ loops are specialised to. dynamic=True made every size
+        # symbolic: norm_rope at 2,047 tokens 8.5 against 6.1 ms, at 13 tokens 147 against 90 us.
+        self.compiled = torch.compile(eager, dynamic=None, options={"emulate_precision_casts": True})
         self.failed = False
         self.lock = threading.Lock()
 
@@ -103,7 +107,8 @@ def can_compile(device: torch.device) -> bool:
 
 @functools.cache
 def compiled_kernels() -> Kernels:
-    """One set per process: every model shares the compiled code (shapes are dynamic)."""
+    """One set per process: every model shares the compiled code (the token count is dynamic
+    after a model's second length; a model of other sizes adds a compile of its own)."""
     return Kernels(_CompiledOrEager(rms_norm), _CompiledOrEager(norm_rope))
 
 
