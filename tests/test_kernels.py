@@ -174,23 +174,27 @@ def test_short_sequence_graphs_embed_as_the_eager_model(tiny_embedding_dir, capl
 
 
 @needs_compiler
-@pytest.mark.parametrize("kind", ["embedder", "reranker"])
+@pytest.mark.parametrize("kind", ["embedder", "embedder with graphs", "reranker"])
 def test_after_warm_up_no_request_length_waits_for_a_compile(tiny_embedding_dir, tiny_reranker_dir, kind):
     """The kernels compile for the first length they see, then once more with the token count
-    dynamic (kernels._CompiledOrEager): a server's warm-up must see two lengths, or its first
-    request of another length compiles while the client waits."""
+    dynamic (kernels._CompiledOrEager): a warm-up must run the eager decoder at two lengths, also
+    where short texts go through whole-model graphs (compile="max"), or the first request of
+    another length compiles while its client waits."""
     from q3embed import Reranker
 
     torch._dynamo.reset()  # this process's earlier tests compiled them already
     kernels.compiled_kernels.cache_clear()
     compiles = torch._dynamo.utils.counters["stats"]
-    if kind == "embedder":
-        model = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="auto")
-        use = lambda: (model.encode(["a text of a length the warm-up did not see, " * 3]),  # noqa: E731
-                       model.encode(MIXED_TEXTS))
-    else:
+    if kind == "reranker":
         model = Reranker(str(tiny_reranker_dir), dtype="float32", device="cpu", compile="auto")
-        use = lambda: model.score("another query", ["a document of another length, " * 4, "one more"])  # noqa: E731
+        use = lambda: (model.score("another query", ["a document of another length, " * 4, "one more"]),  # noqa: E731
+                       model.score("q", ["a single document, not through the prefix"]))
+    else:
+        model = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu",
+                         compile="max" if kind == "embedder with graphs" else "auto")
+        use = lambda: (model.encode(["past the largest graph bucket, " * 12]),  # noqa: E731
+                       model.encode(["past the largest graph bucket and longer, " * 14]),
+                       model.encode(["a text of a length the warm-up did not see"]), model.encode(MIXED_TEXTS))
     model.warm_up()
     warmed = compiles["unique_graphs"]
     assert warmed > 0

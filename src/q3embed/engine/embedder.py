@@ -150,12 +150,11 @@ class Embedder:
         return [self._backend.token_spans(text, add_special_tokens) for text in self._prompts(items, query, None)]
 
     def warm_up(self) -> None:
-        """Compile the fused kernels now, where they are enabled, with two short forward passes of
-        different lengths (a server calls this at start-up, so that no request waits for a
-        compile): the first length compiles them for that shape, the second for any token count."""
+        """Compile the fused kernels now, where they are enabled (for any length: the backend runs
+        the decoder at two), then embed one short text end to end (a server calls this at
+        start-up, so that no request waits for a compile)."""
         if self._backend.compile_now():
-            for text in ("warm up", "warm up for a second length"):
-                self.run(self.tokenize([text]))
+            self.run(self.tokenize(["warm up"]))
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return similarity(a, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from ..model.attention import choose_attention
@@ -20,7 +21,7 @@ from .device import Placement, dtype_name
 from .info import ModelInfo, TokenSpan
 from .memory import release_freed_memory
 
-__all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info", "prepare_qwen3_model"]
+__all__ = ["Qwen3EmbeddingBackend", "qwen3_model_info", "prepare_qwen3_model", "compile_for_any_length"]
 
 
 def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Placement, kind: str) -> ModelInfo:
@@ -44,6 +45,17 @@ def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
         pack_decoder_linears(loaded.model)  # bf16 on a CPU only
     release_freed_memory()
     return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
+
+
+def compile_for_any_length(model: torch.nn.Module, device: torch.device) -> None:
+    """One eager forward pass of a single sequence at each of two token counts (token id 0 for
+    text): the compiled kernels (model/kernels.py) compile static for the first count and with the
+    count symbolic for the second, so that no request waits for a compile. Eager, not through the
+    short-sequence graphs: the graphs are whole models of their own, the kernels serve the rest."""
+    with torch.inference_mode():
+        for length in (3, 7):
+            input_ids, positions, seq_lens = pack([[0] * length], device)
+            model(input_ids, positions, seq_lens, rows=last_token_indices(seq_lens, device))
 
 
 def _graphs(model: object, placement: Placement) -> BucketedGraphs | None:
@@ -95,6 +107,8 @@ class Qwen3EmbeddingBackend:
 
     def compile_now(self) -> bool:
         compiles = self.kernels.compile_now()
+        if compiles:
+            compile_for_any_length(self.model, self.device)
         if self.graphs is not None:  # after the kernels switch: a graph captures what will run
             self.graphs.warm_up(self.device)
         return compiles

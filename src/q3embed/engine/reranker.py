@@ -31,7 +31,7 @@ from .info import ModelInfo
 from .inputs import check_text, check_texts, check_top_n
 from .jobs import RerankJob, run_jobs
 from .options import ModelOptions, model_options
-from .qwen3_backend import prepare_qwen3_model, qwen3_model_info
+from .qwen3_backend import compile_for_any_length, prepare_qwen3_model, qwen3_model_info
 
 __all__ = ["Reranker", "RerankResult", "PreparedRerank", "rank_scores"]
 
@@ -127,7 +127,10 @@ class Qwen3RerankScorer:
         return self.head(self.model(input_ids, positions, seq_lens, state.prefix, rows=rows)).tolist()  # [b]
 
     def compile_now(self) -> bool:
-        return self.kernels.compile_now()
+        compiles = self.kernels.compile_now()
+        if compiles:
+            compile_for_any_length(self.model, self.device)
+        return compiles
 
 
 class EmbeddingSimilarityScorer:
@@ -209,11 +212,10 @@ class Reranker:
         self.info: ModelInfo = self._scorer.info
 
     def warm_up(self) -> None:
-        """Compile the fused kernels now, where they are enabled, with two short scoring passes of
-        different lengths (see Embedder.warm_up), the second through the shared prefix."""
+        """Compile the fused kernels now, where they are enabled (for any length: the scorer runs
+        the decoder at two), then score one short pair end to end."""
         if self._scorer.compile_now():
             self.score("warm", ["up"])
-            self.score("warm up", ["for a second length", "and the shared prefix"])
 
     def score(self, query: str, documents: str | Sequence[str], *, instruction: str | None = None,
               truncate: bool = True) -> list[float]:
