@@ -47,15 +47,20 @@ def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
     return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
 
 
-def compile_for_any_length(model: torch.nn.Module, device: torch.device) -> None:
-    """One eager forward pass of a single sequence at each of two token counts (token id 0 for
-    text): the compiled kernels (model/kernels.py) compile static for the first count and with the
-    count symbolic for the second, so that no request waits for a compile. Eager, not through the
-    short-sequence graphs: the graphs are whole models of their own, the kernels serve the rest."""
+def compile_for_any_length(kernels: KernelSchedule, model: torch.nn.Module, device: torch.device) -> bool:
+    """Switch `model` to its compiled kernels now where they are enabled, and compile them: one
+    eager forward pass of a single sequence at each of two token counts (token id 0 for text), as
+    the kernels (model/kernels.py) compile static for the first count and with the count symbolic
+    for the second, so that no request waits for a compile. Eager, not through the short-sequence
+    graphs: the graphs are whole models of their own, the kernels serve the rest. -> whether they
+    compile (the backends' compile_now)."""
+    if not kernels.compile_now():
+        return False
     with torch.inference_mode():
         for length in (3, 7):
             input_ids, positions, seq_lens = pack([[0] * length], device)
             model(input_ids, positions, seq_lens, rows=last_token_indices(seq_lens, device))
+    return True
 
 
 def _graphs(model: object, placement: Placement) -> BucketedGraphs | None:
@@ -106,9 +111,7 @@ class Qwen3EmbeddingBackend:
         return self.model(input_ids, positions, seq_lens, rows=rows).float()  # [B, hidden]
 
     def compile_now(self) -> bool:
-        compiles = self.kernels.compile_now()
-        if compiles:
-            compile_for_any_length(self.model, self.device)
+        compiles = compile_for_any_length(self.kernels, self.model, self.device)
         if self.graphs is not None:  # after the kernels switch: a graph captures what will run
             self.graphs.warm_up(self.device)
         return compiles

@@ -127,10 +127,7 @@ class Qwen3RerankScorer:
         return self.head(self.model(input_ids, positions, seq_lens, state.prefix, rows=rows)).tolist()  # [b]
 
     def compile_now(self) -> bool:
-        compiles = self.kernels.compile_now()
-        if compiles:
-            compile_for_any_length(self.model, self.device)
-        return compiles
+        return compile_for_any_length(self.kernels, self.model, self.device)
 
 
 class EmbeddingSimilarityScorer:

@@ -104,7 +104,7 @@ class EngineWorker:
             self._wakeup.notify()
         if self._loop is None:  # never started: nothing will run on the thread
             self._thread.close()
-        if self._loop is not None and threading.current_thread() is not self._thread.thread:
+        elif threading.current_thread() is not self._thread.thread:
             wait([self._loop], timeout)
 
     @property
