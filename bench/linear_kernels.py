@@ -8,8 +8,10 @@ does), multiplied by 1, 8, 27 (one query), 256 and 2,048 rows (batches). Median 
 product and the GB/s of weights that makes, for: torch's F.linear in fp32 (MKL), oneDNN's fp32
 linear on the same plain weights and on weights packed for it, q3embed's Linear (model/linear.py:
 oneDNN up to 256 rows, MKL above), F.linear in bf16, q3embed's Linear in bf16 (its weight packed
-for oneDNN, as the engine does on a CPU), and quantize=int8's Int8Linear (fbgemm, activations per
-token). Prints the CPU's flags that decide which of them can be fast, and the load average.
+for oneDNN, as the engine does on a CPU), quantize=int8's Int8Linear (fbgemm, activations per
+token) and, where it runs (AVX512-BF16), the Q8_0 kernel on GGUF-style blocks (model/block_linear.py:
+1.0625 bytes a weight, bf16 activations). Prints the CPU's flags that decide which of them can be
+fast, and the load average.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from q3embed.model.block_linear import Q8Linear, q8_kernel_available, quantize_q8_0
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Linear
 
-ROWS = (1, 8, 27, 256, 2048)
+ROWS = (1, 8, 13, 27, 256, 2048)
 OUT, IN = 3072, 1024
 
 
@@ -47,7 +50,7 @@ def cpu_flags() -> str:
     return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/vnni/bf16/amx"
 
 
-def kernels(count: int) -> dict[str, tuple[int, list[Callable[[torch.Tensor], torch.Tensor]]]]:
+def kernels(count: int) -> dict[str, tuple[float, list[Callable[[torch.Tensor], torch.Tensor]]]]:
     """Per kernel: the bytes of one weight element, and one callable per weight matrix:
     x [rows, IN] fp32 -> [rows, OUT]."""
     torch.manual_seed(0)
@@ -61,7 +64,7 @@ def kernels(count: int) -> dict[str, tuple[int, list[Callable[[torch.Tensor], to
         layer.pack_for_onednn()
     int8 = [Int8Linear(layer) for layer in linears]
     onednn = torch.ops.mkldnn._linear_pointwise
-    return {
+    table = {
         "F.linear fp32 (MKL)": (4, [lambda x, w=w: F.linear(x, w) for w in weights]),
         "oneDNN fp32, plain weights": (4, [lambda x, w=w: onednn(x, w, None, "none", [], "") for w in weights]),
         "oneDNN fp32, packed weights": (4, [lambda x, w=w: onednn(x, w, None, "none", [], "") for w in packed]),
@@ -70,6 +73,10 @@ def kernels(count: int) -> dict[str, tuple[int, list[Callable[[torch.Tensor], to
         "q3embed Linear bf16 (packed)": (2, [lambda x, layer=layer: layer(x.bfloat16()) for layer in packed_bf16]),
         "Int8Linear (fbgemm, per token)": (1, list(int8)),
     }
+    if q8_kernel_available():  # each weight in Q8_0 blocks, as llama.cpp's quantizer makes them
+        q8 = [Q8Linear.from_blocks(*quantize_q8_0(w)) for w in weights]
+        table["Q8Linear (Q8_0 blocks)"] = (34 / 32, [lambda x, layer=layer: layer(x.bfloat16()) for layer in q8])
+    return table
 
 
 def main() -> None:

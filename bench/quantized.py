@@ -1,4 +1,4 @@
-"""quantize=int8 against the exact model: speed, resident memory and cosine, safetensors and GGUF Q8_0.
+"""quantize=int8 and Q8_0 files against the exact model: speed, resident memory and cosine.
 
     cd bench && python quantized.py [--texts 48] [--rounds 2] [--passes 2]
 
@@ -10,6 +10,9 @@ file's size), batch tokens/s over standard-library docstrings (max_length 512), 
 latency (the 27-token default-instruction query, median of 20) and the vectors, whose cosine
 against the fp32 safetensors model is printed. --passes repeats the whole sequence, so that the
 configurations interleave on a noisy machine.
+
+A Q8_0 file in bf16 runs on its own blocks where the Q8_0 kernel runs (model/block_linear.py); the
+row "Q8_0 dequantized" loads the same file expanded to bf16, as a CPU without the kernel does.
 """
 
 from __future__ import annotations
@@ -36,9 +39,17 @@ def rss_gb() -> float:
     return float("nan")
 
 
+DEQUANTIZED = "dequantize"  # a "quantize" value of this script only: the file expanded to bf16
+
+
 def child(model: str, dtype: str, quantize: str, texts: list[str], rounds: int) -> dict:
     from q3embed import Embedder
 
+    if quantize == DEQUANTIZED:  # as on a CPU without the Q8_0 kernel
+        import q3embed.weights.gguf
+
+        q3embed.weights.gguf.q8_kernel_available = lambda: False
+        quantize = "none"
     embedder = Embedder(model, dtype=dtype, device="cpu", quantize=quantize, max_length=512)
     resident = rss_gb()
     embedder.warm_up()
@@ -87,6 +98,7 @@ def main() -> None:
         configs.append(("safetensors", str(model_dir), dtype, "none", safetensors_bytes))
     configs += [("safetensors", str(model_dir), dtype, "int8", safetensors_bytes),
                 ("GGUF Q8_0", str(q8), dtype, "none", q8.stat().st_size),
+                ("GGUF Q8_0", str(q8), dtype, DEQUANTIZED, q8.stat().st_size),
                 ("GGUF Q8_0", str(q8), dtype, "int8", q8.stat().st_size)]
     results: dict[tuple, list[dict]] = {}
     result_file = CACHE / "quantized_result.json"
@@ -101,7 +113,7 @@ def main() -> None:
             result = json.loads(result_file.read_text())
             result["load"] = load
             results.setdefault(config, []).append(result)
-            print(f"pass {number + 1}: {label:11s} {dtype:8s} quantize {quantize:4s} {result['tokens_per_s']:7.1f} "
+            print(f"pass {number + 1}: {label:11s} {dtype:8s} quantize {quantize:10s} {result['tokens_per_s']:7.1f} "
                   f"tokens/s, single query {result['single_ms']:6.1f} ms, RSS after load "
                   f"{result['rss_after_load_gb']:.2f} GB, after the run {result['rss_after_run_gb']:.2f} GB "
                   f"(load {load:.2f})", flush=True)
@@ -112,7 +124,7 @@ def main() -> None:
         label, _, dtype, quantize, size = config
         cosines = (np.asarray(runs[0]["vectors"]) * reference).sum(axis=1)
         rss = statistics.median(r["rss_after_run_gb"] for r in runs)
-        print(f"{label:12s} {dtype:9s} {quantize:8s} {statistics.median(r['tokens_per_s'] for r in runs):9.1f} "
+        print(f"{label:12s} {dtype:9s} {quantize:10s} {statistics.median(r['tokens_per_s'] for r in runs):9.1f} "
               f"{statistics.median(r['single_ms'] for r in runs):9.1f}  {rss:6.2f} GB ({rss * 2**30 / size:.2f}x)"
               f"               {cosines.min():.5f} / {cosines.mean():.5f}")
 

@@ -1,7 +1,7 @@
 """One interactive query, in-process: its latency against the hardware bound measured in the same run.
 
     cd bench && python single_query.py [--shape 0.6B] [--rounds 30] [--dtype auto] [--compile auto|max]
-                                       [--quantize int8]
+                                       [--quantize int8] [--gguf Q8_0]
 
 The bound of one forward pass is the larger of (a) streaming the decoder's weights from memory
 once (their bytes over the read bandwidth measured here by summing a buffer of the same size) and
@@ -14,7 +14,11 @@ Prints the median and p90 of `Embedder.encode` for an 8-token and a 13-token doc
 load average.
 With --quantize int8 the bound is the same rule for int8 weights (one byte each, the int8
 matrix-product rate measured here), and the cosine of its vectors against fp32 is printed
-beside that of the exact model in the same dtype, on 32 standard-library docstrings.
+beside that of the exact model in the same dtype, on 32 standard-library docstrings. Where int8
+means Q8_0 blocks (model/block_linear.py: bf16 on AVX512-BF16) the weights stream at their own
+bytes (1.125 a weight with the fp32 scales) and compute at the bf16 rate, as the kernel does.
+--gguf Q8_0 runs the checkpoint's Q8_0 GGUF file (bench/common's writer) instead, its cosine
+against the fp32 safetensors model printed the same way.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
-
 from common import checkpoint, matmul_tflops, stdlib_docstrings
+from gguf_vs_safetensors import gguf_file
+
 from q3embed import Embedder
+from q3embed.model.block_linear import Q8Linear
 from q3embed.model.quantized import Int8Linear
 
 TEXT = "What is the capital of China?"  # 8 tokens as a document, 27 in the default instruction
@@ -55,8 +62,9 @@ def gemv_rate_gbs(embedder: Embedder, rows: int, repeats: int = 3) -> float:
     """GB/s at which the engine's own linear layers stream the decoder's weights for `rows` rows:
     what its kernels reach on this machine, beside what memory allows."""
     model = embedder._backend.model  # noqa: SLF001
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    x = {layer.in_features: torch.randn(rows, layer.in_features, dtype=layer.weight.dtype) for layer in layers}
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Q8Linear))]
+    dtype = getattr(torch, embedder.info.dtype)
+    x = {layer.in_features: torch.randn(rows, layer.in_features, dtype=dtype) for layer in layers}
     with torch.inference_mode():
         for layer in layers:
             layer(x[layer.in_features])
@@ -66,16 +74,25 @@ def gemv_rate_gbs(embedder: Embedder, rows: int, repeats: int = 3) -> float:
             for layer in layers:
                 layer(x[layer.in_features])
             best = min(best, time.perf_counter() - started)
-    return sum(layer.weight.numel() * layer.weight.element_size() for layer in layers) / best / 1e9
+    return sum(_weight_bytes(layer) for layer in layers) / best / 1e9
+
+
+def _weight_bytes(layer: torch.nn.Module) -> int:
+    if isinstance(layer, Q8Linear):
+        return layer.values.numel() + layer.scales.numel() * layer.scales.element_size()
+    return layer.weight.numel() * layer.weight.element_size()
 
 
 def decoder_weights(embedder: Embedder) -> tuple[int, int]:
     """(bytes, parameters) that one forward pass reads: every layer, not the embedding table
-    (an int8 layer's weights are one byte each, packed outside its parameters)."""
+    (an int8 layer's weights are one byte each, packed outside its parameters; Q8_0 blocks their
+    values and scales, buffers of their own)."""
     model = embedder._backend.model  # noqa: SLF001  (a benchmark may look inside)
     params = [p for name, p in model.named_parameters() if not name.startswith("embed_tokens")]
     int8 = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, Int8Linear))
-    return sum(p.numel() * p.element_size() for p in params) + int8, sum(p.numel() for p in params) + int8
+    blocks = [m for m in model.modules() if isinstance(m, Q8Linear)]
+    nbytes = sum(p.numel() * p.element_size() for p in params) + int8 + sum(_weight_bytes(m) for m in blocks)
+    return nbytes, sum(p.numel() for p in params) + int8 + sum(m.in_features * m.out_features for m in blocks)
 
 
 def int8_tops(m: int = 2048, k: int = 1024, n: int = 3072, repeats: int = 10) -> float:
@@ -90,6 +107,7 @@ def int8_tops(m: int = 2048, k: int = 1024, n: int = 3072, repeats: int = 10) ->
 
 
 def cosines_against_fp32(model_dir: str, embedder: Embedder) -> None:
+    """Against the fp32 safetensors model: this run's vectors and the exact model's in its dtype."""
     texts = stdlib_docstrings(32)
     reference = Embedder(model_dir, dtype="float32", device="cpu", compile="off", max_length=512).encode(texts)
     exact = Embedder(model_dir, dtype=embedder.info.dtype, device="cpu", compile="off", max_length=512).encode(texts)
@@ -119,21 +137,26 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto (the engine's choice), bfloat16 or float32")
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off", "max"))
     parser.add_argument("--quantize", default="none", choices=("none", "int8"))
+    parser.add_argument("--gguf", choices=("Q8_0",), help="run the checkpoint's GGUF file of this type")
     args = parser.parse_args()
 
     model_dir = str(checkpoint("embedding", args.shape))
-    embedder = Embedder(model_dir, dtype=args.dtype, device="cpu", compile=args.compile, quantize=args.quantize,
+    model = str(gguf_file(checkpoint("embedding", args.shape), args.gguf)) if args.gguf else model_dir
+    embedder = Embedder(model, dtype=args.dtype, device="cpu", compile=args.compile, quantize=args.quantize,
                         max_length=512)
     started = time.perf_counter()
     embedder.warm_up()  # what a server does at start-up: compile now (max: every short-sequence bucket)
     print(f"warm-up (compile {args.compile}) {time.perf_counter() - started:.1f} s")
     nbytes, params = decoder_weights(embedder)
     bandwidth = read_bandwidth_gbs(nbytes)
-    int8 = args.quantize == "int8"
+    modules = list(embedder._backend.model.modules())  # noqa: SLF001
+    int8 = any(isinstance(m, Int8Linear) for m in modules)  # fbgemm's int8 products
+    blocks = any(isinstance(m, Q8Linear) for m in modules)  # Q8_0 blocks, computed in bf16
     rate = (int8_tops() if int8 else matmul_tflops(getattr(torch, embedder.info.dtype))) * 1e12
     stream_ms = nbytes / (bandwidth * 1e9) * 1e3
     print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}; "
-          f"dtype {embedder.info.dtype}; quantize {args.quantize}")
+          f"dtype {embedder.info.dtype}; quantize {args.quantize}; model {Path(model).name}"
+          f"{' (Q8_0 blocks)' if blocks else ''}")
     print(f"decoder weights {nbytes / 1e9:.2f} GB; read {bandwidth:.1f} GB/s -> {stream_ms:.1f} ms; "
           f"{'int8' if int8 else embedder.info.dtype} matrix products {rate / 1e12:.2f} T(FL)OP/s")
     if not int8:
@@ -149,7 +172,7 @@ def main() -> None:
         median, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
         print(f"{label:<9}{tokens:>3} tokens: median {median:6.1f} ms, p90 {p90:6.1f} ms; bound {bound:5.1f} ms "
               f"(stream {stream_ms:.1f}, compute {compute_ms:.1f}); median / bound {median / bound:.2f}x")
-    if int8:
+    if int8 or blocks or args.gguf:
         cosines_against_fp32(model_dir, embedder)
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from q3embed.model.block_linear import q8_kernel_available
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -18,5 +20,5 @@ def test_the_kernel_table_prints_every_kernel_at_every_row_count():
     names = [line[:32].strip() for line in rows]
     assert names == ["F.linear fp32 (MKL)", "oneDNN fp32, plain weights", "oneDNN fp32, packed weights",
                      "q3embed Linear fp32", "F.linear bf16", "q3embed Linear bf16 (packed)",
-                     "Int8Linear (fbgemm, per token)"], done.stdout
-    assert all(line.count("G") == 5 for line in rows), done.stdout  # 1, 8, 27, 256, 2,048 rows
+                     "Int8Linear (fbgemm, per token)"] + ["Q8Linear (Q8_0 blocks)"] * q8_kernel_available(), done.stdout
+    assert all(line.count("G") == 6 for line in rows), done.stdout  # 1, 8, 13, 27, 256, 2,048 rows

@@ -1,5 +1,6 @@
-"""quantize="int8" (model/quantized.py): the decoder's linear layers as fbgemm's int8 linear,
-activations quantized per token, and the embedding table as Q8_0 blocks. An approximation, opt-in:
+"""quantize="int8" (model/quantized.py): the decoder's linear layers as Q8_0 blocks where the Q8_0
+kernel runs (bf16 on AVX512-BF16), else as fbgemm's int8 linear with activations quantized per
+token, and the embedding table as Q8_0 blocks. An approximation, opt-in:
 these tests bound how far it may drift from the exact model (the 0.6B figures are in
 docs/benchmarks.md), and check that it is refused where it cannot run."""
 
@@ -14,6 +15,7 @@ from q3embed.engine.device import resolve_quantize
 from q3embed.engine.memory import release_freed_memory
 from q3embed.engine.options import ModelOptions
 from q3embed.errors import ConfigurationError
+from q3embed.model.block_linear import Q8Linear, q8_kernel_available
 from q3embed.model.quantized import Int8Embedding, Int8Linear
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
@@ -61,14 +63,14 @@ def test_a_q8_0_table_comes_back_bit_for_bit():
                                          gguf.GGMLQuantizationType.Q8_0)
     embedding = torch.nn.Embedding.from_pretrained(torch.from_numpy(dequantized))
     ids = torch.arange(300)
-    assert torch.equal(Int8Embedding(embedding)(ids), embedding(ids))
+    assert torch.equal(Int8Embedding.quantized(embedding)(ids), embedding(ids))
 
 
 def test_an_int8_table_of_a_bf16_checkpoint_stays_near_it():
     torch.manual_seed(0)
     embedding = torch.nn.Embedding(500, 64).to(torch.bfloat16)
     ids = torch.tensor([0, 3, 499, 3])
-    got = Int8Embedding(embedding)(ids)
+    got = Int8Embedding.quantized(embedding)(ids)
     assert got.dtype == torch.bfloat16
     cosines = torch.nn.functional.cosine_similarity(got.float(), embedding(ids).float(), dim=1)
     assert cosines.min() >= 0.9999
@@ -78,12 +80,14 @@ def test_freed_memory_is_handed_back_on_glibc():
     assert release_freed_memory() is True  # Linux with glibc: malloc_trim exists
 
 
-def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir):
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir, dtype):
     exact = Embedder(str(tiny_embedding_dir), dtype="float32", device="cpu", compile="off").encode(MIXED_TEXTS)
-    int8 = Embedder(str(tiny_embedding_dir), dtype="bfloat16", device="cpu", compile="off", quantize="int8")
+    int8 = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off", quantize="int8")
     assert int8.info.quantize == "int8"
     layer = int8._backend.model.layers[0]  # noqa: SLF001
-    assert isinstance(layer.self_attn.qkv_proj, Int8Linear) and isinstance(layer.mlp.down_proj, Int8Linear)
+    kind = Q8Linear if dtype == "bfloat16" and q8_kernel_available() else Int8Linear
+    assert isinstance(layer.self_attn.qkv_proj, kind) and isinstance(layer.mlp.down_proj, kind)
     assert isinstance(int8._backend.model.embed_tokens, Int8Embedding)  # noqa: SLF001
     cosines = (int8.encode(MIXED_TEXTS) * exact).sum(axis=1)
     assert cosines.min() >= 0.999, cosines.min()

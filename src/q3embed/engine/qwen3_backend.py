@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..model.attention import choose_attention
+from ..model.block_linear import q8_kernel_available
 from ..model.graphs import BucketedGraphs, CudaGraphs, InductorGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
@@ -34,13 +35,14 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
     """Give the decoder its attention backend, its projections fused (q/k/v and gate/up: one
-    product each), its CPU kernels' weights (int8 layers where asked, else bf16 weights packed for
-    oneDNN), and hand the memory that loading freed back to the system; -> the activation bytes one
-    token of a batch needs."""
+    product each), its CPU kernels' weights (int8 layers where asked: Q8_0 blocks in bf16 where the
+    Q8_0 kernel runs, else fbgemm's; otherwise bf16 weights packed for oneDNN), and hand the memory
+    that loading freed back to the system; -> the activation bytes one token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
     loaded.model.fuse_projections()
     if placement.quantize == "int8":
-        quantize_decoder(loaded.model)
+        blocks = placement.dtype == torch.bfloat16 and placement.device.type == "cpu" and q8_kernel_available()
+        quantize_decoder(loaded.model, blocks=blocks)
     elif placement.graphs != "inductor":  # Inductor's frozen graphs pack the weights themselves
         pack_decoder_linears(loaded.model)  # bf16 on a CPU only
     release_freed_memory()

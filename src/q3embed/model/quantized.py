@@ -1,5 +1,9 @@
-"""Int8 matrix products on a CPU (quantize="int8", opt-in): the decoder's linear layers as fbgemm's
-int8 linear, with int8 weights per output channel and int8 activations per token.
+"""Int8 matrix products on a CPU (quantize="int8", opt-in): the decoder's linear layers with int8
+weights. Where the Q8_0 kernel runs (bf16 on AVX512-BF16: model/block_linear.py) they become Q8_0
+blocks, one scale per 32 inputs and bf16 activations: the quantization llama.cpp's Q8_0 files
+carry, faster than fbgemm there and closer to the model (docs/benchmarks.md). Elsewhere they are
+fbgemm's int8 linear, with int8 weights per output channel and int8 activations per token, as
+described below.
 
 A single query spends nearly all its time in matrix products of a few rows, which stream the
 weights. fbgemm's int8 kernels read a quarter of fp32's bytes (half of bf16's) and ran 140 products
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from .block_linear import Q8Linear
 
 __all__ = ["Int8Linear", "Int8Embedding", "quantize_decoder", "cpu_has_vnni"]
 
@@ -92,24 +98,32 @@ class Int8Embedding(nn.Module):
     BLOCK = 32
     ROWS_AT_A_TIME = 8192  # quantized in slices: an fp32 copy of the whole table is what we avoid
 
-    def __init__(self, embedding: nn.Embedding) -> None:
+    def __init__(self, values: Tensor, scales: Tensor, dtype: torch.dtype) -> None:
+        """values int8 [vocab, hidden], scales fp16 [vocab, hidden / block]; rows come out in `dtype`."""
         super().__init__()
+        self.dtype = dtype
+        self.blocks = scales.shape[1]
+        self.block = values.shape[1] // self.blocks
+        self.register_buffer("values", values)  # [vocab, hidden]
+        self.register_buffer("scales", scales)  # [vocab, blocks]
+
+    @classmethod
+    def quantized(cls, embedding: nn.Embedding) -> Int8Embedding:
+        """`embedding`'s table in Q8_0 blocks (one block per row where hidden is not a multiple of 32)."""
         table = embedding.weight.detach()  # [vocab, hidden]
-        self.dtype = table.dtype
         vocab, hidden = table.shape
-        self.block = self.BLOCK if hidden % self.BLOCK == 0 else hidden
-        self.blocks = hidden // self.block
-        scales = torch.empty(vocab, self.blocks, dtype=torch.float16)
+        block = cls.BLOCK if hidden % cls.BLOCK == 0 else hidden
+        blocks = hidden // block
+        scales = torch.empty(vocab, blocks, dtype=torch.float16)
         values = torch.empty(vocab, hidden, dtype=torch.int8)
-        for start in range(0, vocab, self.ROWS_AT_A_TIME):
-            part = slice(start, start + self.ROWS_AT_A_TIME)
-            rows = table[part].float().view(-1, self.blocks, self.block)  # [r, blocks, block]
+        for start in range(0, vocab, cls.ROWS_AT_A_TIME):
+            part = slice(start, start + cls.ROWS_AT_A_TIME)
+            rows = table[part].float().view(-1, blocks, block)  # [r, blocks, block]
             scale = (rows.abs().amax(dim=-1) / 127).to(torch.float16)  # [r, blocks]
             scales[part] = scale
             divisor = scale.float().clamp(min=torch.finfo(torch.float16).tiny).unsqueeze(-1)
             values[part] = (rows / divisor).round().clamp(-127, 127).to(torch.int8).view(-1, hidden)
-        self.register_buffer("values", values)  # [vocab, hidden]
-        self.register_buffer("scales", scales)  # [vocab, blocks]
+        return cls(values, scales, table.dtype)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """input_ids [T] -> [T, hidden] in the table's original dtype."""
@@ -118,15 +132,19 @@ class Int8Embedding(nn.Module):
         return rows.view(input_ids.shape[0], -1).to(self.dtype)
 
 
-def quantize_decoder(model: nn.Module) -> int:
+def quantize_decoder(model: nn.Module, blocks: bool = False) -> int:
     """quantize="int8" for a Qwen3Model: every nn.Linear of its layers (attention and MLP) becomes
-    an Int8Linear and its embedding table an Int8Embedding, the originals freed; -> how many
-    linear layers were replaced."""
-    model.embed_tokens = Int8Embedding(model.embed_tokens)
+    int8, the originals freed: as Q8_0 blocks with bf16 activations (`blocks`, where the Q8_0 kernel
+    runs: model/block_linear.py) or as an Int8Linear (fbgemm, 8-bit activations per token); its
+    embedding table an Int8Embedding. Layers a Q8_0 file kept as blocks stay as they are.
+    -> how many linear layers were replaced."""
+    if not isinstance(model.embed_tokens, Int8Embedding):  # a Q8_0 file's table is kept as loaded
+        model.embed_tokens = Int8Embedding.quantized(model.embed_tokens)
     replaced = 0
     for parent in list(model.layers.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
+                use_blocks = blocks and child.bias is None and Q8Linear.fits(child.out_features, child.in_features)
+                setattr(parent, name, Q8Linear.quantized(child) if use_blocks else Int8Linear(child))
                 replaced += 1
     return replaced

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AttentionBackend, Layout, SdpaLoop
+from .block_linear import Q8Linear
 from .kernels import EAGER, Kernels
 from .linear import Linear
 
@@ -187,11 +188,18 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
-def _concatenated(parts: tuple[nn.Linear, ...]) -> Linear:
-    """One Linear computing what `parts` (same input) compute, their outputs laid end to end."""
-    has_bias = parts[0].bias is not None
+def _concatenated(parts: tuple[nn.Module, ...]) -> nn.Module:
+    """One layer computing what `parts` (same input) compute, their outputs laid end to end: Q8_0
+    blocks stay blocks where all parts are (a GGUF file's), otherwise one Linear (a part in blocks
+    dequantized to the others' dtype, as a file mixing types would be loaded)."""
+    if all(isinstance(p, Q8Linear) for p in parts):
+        return Q8Linear.concatenated(list(parts))
+    plain = next(p for p in parts if not isinstance(p, Q8Linear))
+    weights = [p.dequantized_weight(plain.weight.dtype) if isinstance(p, Q8Linear) else p.weight.detach()
+               for p in parts]
+    has_bias = getattr(parts[0], "bias", None) is not None  # Q8_0 blocks are kept for bias-free layers only
     fused = Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=has_bias, device="meta")
-    fused.weight = nn.Parameter(torch.cat([p.weight.detach() for p in parts]), requires_grad=False)
+    fused.weight = nn.Parameter(torch.cat(weights), requires_grad=False)
     if has_bias:
         fused.bias = nn.Parameter(torch.cat([p.bias.detach() for p in parts]), requires_grad=False)
     return fused

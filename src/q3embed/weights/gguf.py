@@ -8,7 +8,10 @@ as the safetensors path.
   Qwen2/Qwen3 use the NEOX (rotate_half) layout that matches ours, and their converter writes them
   unpermuted.
 - F32/F16/BF16 are cast, Q8_0/Q4_K/Q5_K/Q6_K dequantized with `gguf.quants`, into the engine's
-  dtype; the engine then runs exactly as for safetensors (no quantized matrix products).
+  dtype; the engine then runs exactly as for safetensors. Except Q8_0 in bf16 on a CPU with
+  AVX512-BF16: the decoder's Q8_0 linear layers stay blocks (model/block_linear.py, a kernel of our
+  own, the same products as the dequantized model's) and the embedding table stays Q8_0
+  (model/quantized.Int8Embedding), so the model holds about the file's size.
 - Rerankers: the yes/no rows come from `cls.output.weight` (what llama.cpp's converter writes for
   Qwen3-Reranker: [yes, no], labelled by `qwen3.classifier.output_labels`), else from
   `output.weight`, else from the tied `token_embd.weight`.
@@ -24,16 +27,18 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from ..model.block_linear import Q8Linear, q8_kernel_available
+from ..model.quantized import Int8Embedding
 from ..model.qwen3 import Qwen3Config, Qwen3Model
 from ..text.gguf_tokenizer import tokenizer_from_gguf
 from ..text.tokenizer import Qwen3Tokenizer
 from .checkpoint import LoadedQwen3, _Problems
 from .gguf_file import GGUF_MAGIC, GgufFile, GgufTensor
 
-__all__ = ["SUPPORTED_TYPES", "is_gguf_file", "gguf_qwen3_config", "tensor_to_torch", "load_gguf_qwen3"]
+__all__ = ["SUPPORTED_TYPES", "is_gguf_file", "gguf_qwen3_config", "tensor_to_torch", "q8_0_blocks", "load_gguf_qwen3"]
 
 log = logging.getLogger("q3embed")
 
@@ -131,6 +136,44 @@ def tensor_to_torch(file: GgufFile, tensor: GgufTensor, dtype: torch.dtype, rows
     return out.reshape(shape)
 
 
+def q8_0_blocks(file: GgufFile, tensor: GgufTensor) -> tuple[Tensor, Tensor]:
+    """A Q8_0 tensor as stored: int8 values [rows, cols] and fp16 scales [rows, cols / 32]."""
+    block, block_bytes = gguf.GGML_QUANT_SIZES[_Q.Q8_0]  # 32 values: an fp16 scale, then 32 int8
+    raw = file.raw(tensor)  # [rows, cols / 32 * 34] uint8, memory-mapped
+    rows, cols = raw.shape[0], tensor.shape[-1]
+    blocks = raw.reshape(rows, cols // block, block_bytes)
+    scales = np.ascontiguousarray(blocks[..., :2]).view(np.float16).reshape(rows, cols // block)
+    values = np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(rows, cols)
+    return torch.from_numpy(values), torch.from_numpy(scales)
+
+
+def _kept_as_blocks(model: nn.Module, located: dict[str, GgufTensor]) -> dict[str, GgufTensor]:
+    """The Q8_0 tensors that stay blocks: bias-free linear layers whose sizes the kernel takes, and
+    the embedding table."""
+    kept = {}
+    for key, tensor in located.items():
+        if tensor.qtype != _Q.Q8_0 or not key.endswith(".weight"):
+            continue
+        module = model.get_submodule(key.removesuffix(".weight"))
+        if isinstance(module, nn.Embedding) or (
+                isinstance(module, nn.Linear) and module.bias is None and Q8Linear.fits(*tensor.shape)):
+            kept[key] = tensor
+    return kept
+
+
+def _install_blocks(model: nn.Module, file: GgufFile, kept: dict[str, GgufTensor], dtype: torch.dtype) -> None:
+    """Each kept tensor's module replaced by its block form, the file's pages of it let go."""
+    for key, tensor in kept.items():
+        values, scales = q8_0_blocks(file, tensor)
+        parent_name, _, name = key.removesuffix(".weight").rpartition(".")
+        parent = model.get_submodule(parent_name)
+        if isinstance(getattr(parent, name), nn.Embedding):
+            setattr(parent, name, Int8Embedding(values, scales, dtype))
+        else:
+            setattr(parent, name, Q8Linear.from_blocks(values, scales))
+        file.release(tensor)
+
+
 def _gguf_names(expected: Sequence[str], layers: int) -> dict[str, str]:
     """Our state-dict key -> llama.cpp tensor name, through the gguf package's Qwen3 name map."""
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, layers)
@@ -197,8 +240,11 @@ def load_gguf_qwen3(
     dtype: torch.dtype,
     device: torch.device,
     reranker: bool = False,
+    q8_blocks: bool = True,
 ) -> LoadedQwen3:
-    """Tokenizer and decoder from one GGUF file; `reranker` also keeps the (no, yes) head rows."""
+    """Tokenizer and decoder from one GGUF file; `reranker` also keeps the (no, yes) head rows.
+    `q8_blocks`: keep Q8_0 tensors as blocks where the kernel runs (bf16 on a CPU with AVX512-BF16);
+    False dequantizes everything."""
     file = GgufFile.open(path)
     config = gguf_qwen3_config(file)
     tokenizer = Qwen3Tokenizer(tokenizer_from_gguf(file.metadata, str(path)), max_length)
@@ -210,11 +256,20 @@ def load_gguf_qwen3(
     rows = _head_rows(file, tokenizer.yes_no_ids, config.hidden_size, dtype).to(device) if reranker else None
     types = Counter(t.qtype.name for t in located.values())
     log.info("GGUF %s: %s", path.name, ", ".join(f"{n} x{c}" for n, c in types.most_common()))
+    blocks_run_here = q8_blocks and dtype == torch.bfloat16 and device.type == "cpu"
+    kept = _kept_as_blocks(model, located) if blocks_run_here and any(
+        t.qtype == _Q.Q8_0 for t in located.values()) and q8_kernel_available() else {}
     state = {}
     for key, tensor in located.items():
+        if key in kept:
+            continue
         state[key] = tensor_to_torch(file, tensor, dtype).to(device)
         if state[key].data_ptr() != file.data.ctypes.data + tensor.offset:  # a copy: the pages can go
             file.release(tensor)
-    model.load_state_dict(state, assign=True, strict=True)
+    missing = model.load_state_dict(state, assign=True, strict=False).missing_keys
+    assert set(missing) == set(kept), f"unloaded tensors {sorted(set(missing) - set(kept))}"
+    _install_blocks(model, file, kept, dtype)
+    if kept:
+        log.info("GGUF %s: %d Q8_0 tensors kept as blocks (the Q8_0 kernel)", path.name, len(kept))
     model.eval().requires_grad_(False)
     return LoadedQwen3(config=config, model=model, tokenizer=tokenizer, head_rows=rows)

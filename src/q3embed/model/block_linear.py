@@ -1,0 +1,149 @@
+"""Linear layers kept as GGUF's Q8_0 blocks on an AVX512-BF16 CPU, multiplied by a kernel of our own.
+
+A Q8_0 file holds each weight as int8 values with one fp16 scale per 32 inputs (1.06 bytes a
+weight). Expanded to bf16 at load, the model holds and streams twice that, and runs as fast as
+bf16 safetensors. Kept as blocks, it holds about the file's size, and `csrc/block_linear.cpp`
+expands each tile of 32 outputs into L2 as it streams it and multiplies it there with AVX512-BF16
+dot products: the int8 bytes are read once, so the few-row products of an interactive query run
+faster than oneDNN's bf16 ones, and batches as fast (bench/q8_kernel.py, docs/benchmarks.md).
+
+The values are those of the dequantized model: each d x q is rounded to bf16 as loading the file
+into bf16 does, and summed in fp32 (in another order than oneDNN's).
+
+The kernel is compiled on first use with the system's C++ compiler and ninja (torch's
+cpp_extension, ~15 s once, cached under ~/.cache/q3embed); where it cannot be (no compiler, no
+AVX512-BF16), `q8_kernel_available()` says False with the reason logged, and Q8_0 files are
+dequantized to bf16 as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Q8Linear", "q8_kernel_available", "quantize_q8_0", "Q8_BLOCK", "Q8_TILE"]
+
+log = logging.getLogger("q3embed")
+
+Q8_BLOCK = 32  # inputs per Q8_0 block (GGUF's QK8_0)
+Q8_TILE = 32  # outputs per kernel tile: out_features must be a multiple
+_SOURCE = Path(__file__).with_name("csrc") / "block_linear.cpp"
+_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+_COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
+DEFAULT_BUILD_ROOT = Path.home() / ".cache" / "q3embed" / "kernels"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        return set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return set()
+
+
+@functools.cache
+def q8_kernel_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
+    """Whether the Q8_0 kernel runs here: an x86 CPU with AVX512-BF16 and the extension built (on
+    the first call, into `build_root`); why not is logged once."""
+    missing = [flag for flag in _CPU_FLAGS if flag not in _cpu_flags()]
+    if missing:
+        log.info("Q8_0 kernel off: this CPU lacks %s; Q8_0 weights are dequantized to bf16", ", ".join(missing))
+        return False
+    from torch.utils import cpp_extension
+
+    directory = build_root / f"torch-{torch.__version__}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        cpp_extension.load(name="q3embed_cpu", sources=[str(_SOURCE)], extra_cflags=_COMPILE_FLAGS,
+                           extra_ldflags=["-fopenmp"], build_directory=str(directory),
+                           is_python_module=False, verbose=False)
+    except Exception as error:  # no compiler, no ninja, a read-only home: fall back, say why
+        log.warning("Q8_0 kernel off: building %s failed (%s); Q8_0 weights are dequantized to bf16. "
+                    "It needs a C++ compiler and ninja (apt-get install g++ ninja-build).",
+                    _SOURCE.name, str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
+        return False
+    _register_fake()
+    return True
+
+
+def _register_fake() -> None:
+    """Shapes for torch.compile's tracing (compile="max" graphs call the kernel as an opaque op)."""
+    @torch.library.register_fake("q3embed_cpu::q8_linear")
+    def _(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], values.shape[0] * Q8_TILE))
+
+
+def quantize_q8_0(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """weight [out, in] -> Q8_0 blocks as llama.cpp makes them (quantize_row_q8_0_ref): per 32
+    inputs d = max |w| / 127, q = round(w / d) in int8 with that fp32 d, d kept as fp16.
+    -> q int8 [out, in], d fp16 [out, in / 32]."""
+    out_features, in_features = weight.shape
+    blocks = weight.detach().float().view(out_features, in_features // Q8_BLOCK, Q8_BLOCK)
+    d = blocks.abs().amax(dim=-1) / 127  # [out, in / 32]
+    scaled = blocks * torch.where(d > 0, 1 / d, torch.zeros_like(d)).unsqueeze(-1)
+    rounded = scaled.sign() * (scaled.abs() + 0.5).floor()  # C's roundf: halves away from zero
+    q = rounded.clamp(-127, 127).to(torch.int8).view(out_features, in_features)
+    return q, d.half()
+
+
+class Q8Linear(nn.Module):
+    """nn.Linear without bias whose weight [out, in] is Q8_0 blocks: values int8 and scales fp32,
+    packed for the kernel (csrc/block_linear.cpp: values [out/32, in/2, 32, 2], scales
+    [out/32, in/32, 32]). Inputs and outputs bf16, on a CPU where q8_kernel_available()."""
+
+    def __init__(self, values: Tensor, scales: Tensor) -> None:
+        super().__init__()
+        self.out_features, self.in_features = values.shape[0] * Q8_TILE, values.shape[1] * 2
+        self.register_buffer("values", values)  # [out/32, in/2, 32, 2] int8
+        self.register_buffer("scales", scales)  # [out/32, in/32, 32] fp32
+
+    @staticmethod
+    def fits(out_features: int, in_features: int) -> bool:
+        return out_features % Q8_TILE == 0 and in_features % Q8_BLOCK == 0
+
+    @classmethod
+    def from_blocks(cls, q: Tensor, d: Tensor) -> Q8Linear:
+        """q int8 [out, in] and d [out, in/32] (any float dtype; a file's fp16) -> the packed layer."""
+        out_features, in_features = q.shape
+        if not cls.fits(out_features, in_features) or d.shape != (out_features, in_features // Q8_BLOCK):
+            raise ValueError(f"Q8_0 blocks [{out_features}, {in_features}] need out % {Q8_TILE} == 0 and "
+                             f"in % {Q8_BLOCK} == 0, scales [{out_features}, {in_features // Q8_BLOCK}]")
+        tiles = out_features // Q8_TILE
+        values = q.view(tiles, Q8_TILE, in_features // 2, 2).permute(0, 2, 1, 3).contiguous()
+        scales = d.float().view(tiles, Q8_TILE, in_features // Q8_BLOCK).permute(0, 2, 1).contiguous()
+        return cls(values, scales)
+
+    @classmethod
+    def quantized(cls, linear: nn.Linear) -> Q8Linear:
+        """A bias-free `linear`'s weight in Q8_0 blocks (quantize="int8" where the kernel runs)."""
+        if linear.bias is not None:
+            raise ValueError("Q8Linear has no bias")
+        return cls.from_blocks(*quantize_q8_0(linear.weight))
+
+    @classmethod
+    def concatenated(cls, parts: list[Q8Linear]) -> Q8Linear:
+        """One layer computing what `parts` (same input) compute, their outputs laid end to end."""
+        return cls(torch.cat([p.values for p in parts]), torch.cat([p.scales for p in parts]))
+
+    def blocks(self) -> tuple[Tensor, Tensor]:
+        """The unpacked (q int8 [out, in], d fp32 [out, in/32])."""
+        q = self.values.permute(0, 2, 1, 3).reshape(self.out_features, self.in_features)
+        d = self.scales.permute(0, 2, 1).reshape(self.out_features, self.in_features // Q8_BLOCK)
+        return q, d
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.bfloat16) -> Tensor:
+        """[out, in] in `dtype`: d x q in fp32, then rounded, as the file's bf16 load rounds it."""
+        q, d = self.blocks()
+        blocks = q.float().view(self.out_features, -1, Q8_BLOCK) * d.unsqueeze(-1)
+        return blocks.view(self.out_features, self.in_features).to(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)  # [..., in] -> [rows, in]: the kernel is 2-D
+        out = torch.ops.q3embed_cpu.q8_linear(rows, self.values, self.scales)  # [rows, out] bf16
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, Q8_0 blocks"

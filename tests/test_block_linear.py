@@ -1,0 +1,137 @@
+"""The Q8_0 kernel (model/block_linear.py, csrc/block_linear.cpp) and GGUF files that keep their
+Q8_0 blocks: the kernel's products are the dequantized model's, and the model holds about the
+file's size."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from q3embed import Embedder
+from q3embed.model.block_linear import Q8Linear, q8_kernel_available, quantize_q8_0
+from q3embed.model.linear import Linear
+from q3embed.model.quantized import Int8Embedding
+from q3embed.model.qwen3 import _concatenated
+from q3embed.testing.gguf_writer import write_gguf
+from q3embed.weights.gguf import load_gguf_qwen3
+from texts import DOCUMENTS, MIXED_TEXTS
+
+TEXTS = MIXED_TEXTS + DOCUMENTS
+
+pytestmark = pytest.mark.skipif(not q8_kernel_available(),
+                                reason="the Q8_0 kernel needs AVX512-BF16 and a C++ compiler")
+
+
+def _blocks(out_features: int, in_features: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random Q8_0 blocks: q int8 [out, in] in -127..127, d fp16 [out, in/32] of a 0.6B's size."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randint(-127, 128, (out_features, in_features), dtype=torch.int8, generator=generator)
+    d = (torch.rand(out_features, in_features // 32, generator=generator) * 2e-4 + 1e-5).half()
+    return q, d
+
+
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (96, 1024), (1024, 3072)])
+@pytest.mark.parametrize("rows", [1, 5, 12, 13, 27, 300])
+def test_products_equal_the_dequantized_weights(out_features, in_features, rows):
+    layer = Q8Linear.from_blocks(*_blocks(out_features, in_features))
+    weight = layer.dequantized_weight()  # [out, in] bf16, as a bf16 load of the file holds it
+    x = torch.randn(rows, in_features).bfloat16()
+    exact = x.float() @ weight.float().T  # the same products, summed in fp32 in one order
+    got = layer(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
+    # Only the final rounding to bf16 may differ: at most one bf16 step of each output.
+    assert ((got.float() - exact).abs() <= exact.abs() * 2 ** -7 + 1e-6).all()
+    assert torch.allclose(got.float(), F.linear(x, weight).float(), rtol=2 ** -7, atol=1e-6)
+
+
+def test_blocks_come_back_as_given_and_round_like_a_bf16_load():
+    q, d = _blocks(64, 96)
+    layer = Q8Linear.from_blocks(q, d)
+    got_q, got_d = layer.blocks()
+    assert torch.equal(got_q, q) and torch.equal(got_d, d.float())
+    expected = (q.float().view(64, 3, 32) * d.float().unsqueeze(-1)).view(64, 96).to(torch.bfloat16)
+    assert torch.equal(layer.dequantized_weight(), expected)
+
+
+def test_the_quantizer_makes_the_blocks_llama_cpp_makes():
+    weight = torch.randn(64, 96) * 0.05
+    weight[3, :32] = 0  # an all-zero block: d = 0, q = 0
+    q, d = quantize_q8_0(weight)
+    stored = gguf.quants.quantize(weight.numpy(), gguf.GGMLQuantizationType.Q8_0).reshape(64, 3, 34)
+    assert np.array_equal(d.numpy(), stored[..., :2].copy().view(np.float16).reshape(64, 3))
+    assert np.array_equal(q.numpy(), stored[..., 2:].copy().view(np.int8).reshape(64, 96))
+
+
+def test_sizes_the_kernel_does_not_take_are_refused():
+    assert not Q8Linear.fits(48, 64) and not Q8Linear.fits(64, 48) and Q8Linear.fits(64, 64)
+    with pytest.raises(ValueError, match="out % 32"):
+        Q8Linear.from_blocks(*_blocks(48, 64))
+
+
+def test_leading_dimensions_and_empty_inputs():
+    layer = Q8Linear.from_blocks(*_blocks(64, 64))
+    x = torch.randn(2, 3, 64).bfloat16()
+    assert torch.equal(layer(x), layer(x.view(6, 64)).view(2, 3, 64))
+    assert layer(torch.empty(0, 64, dtype=torch.bfloat16)).shape == (0, 64)
+
+
+def test_fused_blocks_compute_each_part_bit_for_bit():
+    parts = (Q8Linear.from_blocks(*_blocks(128, 64, 1)), Q8Linear.from_blocks(*_blocks(64, 64, 2)))
+    fused = _concatenated(parts)
+    assert isinstance(fused, Q8Linear)
+    x = torch.randn(7, 64).bfloat16()
+    assert torch.equal(fused(x), torch.cat([p(x) for p in parts], dim=1))
+
+
+def test_a_part_in_blocks_beside_a_plain_one_is_dequantized():
+    blocks = Q8Linear.from_blocks(*_blocks(64, 64, 3))
+    plain = Linear(64, 32, bias=False, dtype=torch.bfloat16)
+    fused = _concatenated((blocks, plain))
+    assert isinstance(fused, Linear) and fused.weight.shape == (96, 64)
+    assert torch.equal(fused.weight[:64], blocks.dequantized_weight())
+
+
+def test_compiled_graphs_call_the_kernel():
+    layer = Q8Linear.from_blocks(*_blocks(64, 64))
+    x = torch.randn(5, 64).bfloat16()
+    compiled = torch.compile(lambda v: torch.nn.functional.silu(layer(v)), fullgraph=True)
+    assert torch.equal(compiled(x), torch.nn.functional.silu(layer(x)))
+
+
+# ---------------------------------------------------------------- GGUF files
+
+
+@pytest.fixture(scope="module")
+def q8_file(tmp_path_factory, tiny_embedding_dir):
+    return write_gguf(tiny_embedding_dir, tmp_path_factory.mktemp("q8") / "emb-Q8_0.gguf", file_type="Q8_0")
+
+
+def _model_bytes(model: torch.nn.Module) -> int:
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_a_q8_0_file_in_bf16_keeps_its_blocks_and_its_size(q8_file):
+    kwargs = dict(max_length=512, dtype=torch.bfloat16, device=torch.device("cpu"))
+    kept = load_gguf_qwen3(q8_file, **kwargs).model
+    expanded = load_gguf_qwen3(q8_file, q8_blocks=False, **kwargs).model
+    linears = [m for m in kept.modules() if isinstance(m, Q8Linear)]
+    assert len(linears) == 7 * kept.config.num_hidden_layers and isinstance(kept.embed_tokens, Int8Embedding)
+    assert not any(isinstance(m, Q8Linear) for m in expanded.modules())
+    file_bytes = q8_file.stat().st_size
+    assert _model_bytes(kept) <= 1.1 * file_bytes < _model_bytes(expanded)  # the tiny model is mostly its table
+    ids = torch.arange(100, 140)
+    assert torch.equal(kept.embed_tokens(ids), expanded.embed_tokens(ids))  # the same bf16 rows
+
+
+def test_vectors_from_blocks_equal_the_dequantized_ones(q8_file, monkeypatch):
+    blocks = Embedder(str(q8_file), dtype="bfloat16", device="cpu").encode(TEXTS)
+    fp32 = Embedder(str(q8_file), dtype="float32", device="cpu").encode(TEXTS)
+    monkeypatch.setattr("q3embed.weights.gguf.q8_kernel_available", lambda: False)  # a CPU without it
+    dequantized = Embedder(str(q8_file), dtype="bfloat16", device="cpu").encode(TEXTS)
+    # The same weights and products in bf16; only the order of the fp32 sums differs.
+    assert (blocks * dequantized).sum(axis=1).min() >= 0.9999
+    assert (blocks * fp32).sum(axis=1).min() >= 0.999
