@@ -9,8 +9,9 @@ product and the GB/s of weights that makes, for: torch's F.linear in fp32 (MKL),
 linear on the same plain weights and on weights packed for it, q3embed's Linear (model/linear.py:
 oneDNN up to 256 rows, MKL above), F.linear in bf16, q3embed's Linear in bf16 (its weight packed
 for oneDNN, as the engine does on a CPU), quantize=int8's Int8Linear (fbgemm, activations per
-token) and, where it runs (AVX512-BF16), the Q8_0 kernel on GGUF-style blocks (model/block_linear.py:
-1.0625 bytes a weight, bf16 activations). Prints the CPU's flags that decide which of them can be
+token) and, where they run (AVX512-BF16), q3embed's own kernels (model/block_linear.py): bf16
+weights in tiles (what the engine runs where it prefers them) and Q8_0 blocks (1.0625 bytes a
+weight, bf16 activations). Prints the CPU's flags that decide which of them can be
 fast, and the load average.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from q3embed.model.block_linear import Q8Linear, q8_kernel_available, quantize_q8_0
+from q3embed.model.block_linear import Q8Linear, cpu_kernels_available, pack_tiles, quantize_q8_0
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Linear
 
@@ -48,6 +49,10 @@ def cpu_flags() -> str:
     flags = set(Path("/proc/cpuinfo").read_text().split())
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
     return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/vnni/bf16/amx"
+
+
+def bf16_linear(x: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+    return torch.ops.q3embed_cpu.bf16_linear(x, tiles)
 
 
 def kernels(count: int) -> dict[str, tuple[float, list[Callable[[torch.Tensor], torch.Tensor]]]]:
@@ -73,7 +78,9 @@ def kernels(count: int) -> dict[str, tuple[float, list[Callable[[torch.Tensor], 
         "q3embed Linear bf16 (packed)": (2, [lambda x, layer=layer: layer(x.bfloat16()) for layer in packed_bf16]),
         "Int8Linear (fbgemm, per token)": (1, list(int8)),
     }
-    if q8_kernel_available():  # each weight in Q8_0 blocks, as llama.cpp's quantizer makes them
+    if cpu_kernels_available():  # q3embed's kernels: bf16 tiles; Q8_0 blocks as llama.cpp's quantizer makes them
+        tiles = [pack_tiles(w) for w in bf16]
+        table["q3embed kernel bf16 (tiles)"] = (2, [lambda x, w=w: bf16_linear(x.bfloat16(), w) for w in tiles])
         q8 = [Q8Linear.from_blocks(*quantize_q8_0(w)) for w in weights]
         table["Q8Linear (Q8_0 blocks)"] = (34 / 32, [lambda x, layer=layer: layer(x.bfloat16()) for layer in q8])
     return table

@@ -48,7 +48,7 @@ def child(model: str, dtype: str, quantize: str, texts: list[str], rounds: int) 
     if quantize == DEQUANTIZED:  # as on a CPU without the Q8_0 kernel
         import q3embed.weights.gguf
 
-        q3embed.weights.gguf.q8_kernel_available = lambda: False
+        q3embed.weights.gguf.cpu_kernels_preferred = lambda: False
         quantize = "none"
     embedder = Embedder(model, dtype=dtype, device="cpu", quantize=quantize, max_length=512)
     resident = rss_gb()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from q3embed import Embedder
-from q3embed.model.block_linear import Q8Linear, q8_kernel_available, quantize_q8_0
+from q3embed.model.block_linear import Q8Linear, cpu_kernels_available, pack_tiles, quantize_q8_0, tiles_fit
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Embedding
 from q3embed.model.qwen3 import _concatenated
@@ -21,7 +21,7 @@ from texts import DOCUMENTS, MIXED_TEXTS
 
 TEXTS = MIXED_TEXTS + DOCUMENTS
 
-pytestmark = pytest.mark.skipif(not q8_kernel_available(),
+pytestmark = pytest.mark.skipif(not cpu_kernels_available(),
                                 reason="the Q8_0 kernel needs AVX512-BF16 and a C++ compiler")
 
 
@@ -66,7 +66,7 @@ def test_the_quantizer_makes_the_blocks_llama_cpp_makes():
 
 
 def test_sizes_the_kernel_does_not_take_are_refused():
-    assert not Q8Linear.fits(48, 64) and not Q8Linear.fits(64, 48) and Q8Linear.fits(64, 64)
+    assert not tiles_fit(48, 64) and not tiles_fit(64, 48) and tiles_fit(64, 64)
     with pytest.raises(ValueError, match="out % 32"):
         Q8Linear.from_blocks(*_blocks(48, 64))
 
@@ -130,8 +130,34 @@ def test_a_q8_0_file_in_bf16_keeps_its_blocks_and_its_size(q8_file):
 def test_vectors_from_blocks_equal_the_dequantized_ones(q8_file, monkeypatch):
     blocks = Embedder(str(q8_file), dtype="bfloat16", device="cpu").encode(TEXTS)
     fp32 = Embedder(str(q8_file), dtype="float32", device="cpu").encode(TEXTS)
-    monkeypatch.setattr("q3embed.weights.gguf.q8_kernel_available", lambda: False)  # a CPU without it
+    monkeypatch.setattr("q3embed.weights.gguf.cpu_kernels_preferred", lambda: False)  # a CPU without it
     dequantized = Embedder(str(q8_file), dtype="bfloat16", device="cpu").encode(TEXTS)
     # The same weights and products in bf16; only the order of the fp32 sums differs.
     assert (blocks * dequantized).sum(axis=1).min() >= 0.9999
     assert (blocks * fp32).sum(axis=1).min() >= 0.999
+
+
+# ---------------------------------------------------------------- bf16 weights in tiles
+
+
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (1024, 3072), (4096, 1024)])
+@pytest.mark.parametrize("rows", [1, 7, 13, 27, 300])
+def test_the_bf16_kernel_computes_the_bf16_products(out_features, in_features, rows):
+    weight = (torch.randn(out_features, in_features) * 0.05).bfloat16()
+    x = torch.randn(rows, in_features).bfloat16()
+    got = torch.ops.q3embed_cpu.bf16_linear(x, pack_tiles(weight))
+    exact = x.float() @ weight.float().T
+    assert got.shape == (rows, out_features) and got.dtype == torch.bfloat16
+    assert ((got.float() - exact).abs() <= exact.abs() * 2 ** -7 + 1e-5).all()
+
+
+def test_a_linear_packed_for_the_kernel_computes_what_it_did(monkeypatch):
+    monkeypatch.setattr("q3embed.model.linear.cpu_kernels_preferred", lambda: True)
+    layer = Linear(96, 64, bias=True, dtype=torch.bfloat16)
+    x = torch.randn(2, 5, 96).bfloat16()
+    before = layer(x)
+    assert layer.pack_for_kernel() and layer.tiled and layer.packed
+    assert not layer.pack_for_kernel() and not layer.pack_for_onednn()  # once, one layout
+    torch.testing.assert_close(layer(x), before, rtol=2 ** -7, atol=1e-2)
+    assert not Linear(96, 48, dtype=torch.bfloat16).pack_for_kernel()  # not whole tiles
+    assert not Linear(96, 64).pack_for_kernel()  # fp32

@@ -15,7 +15,7 @@ from q3embed.engine.device import resolve_quantize
 from q3embed.engine.memory import release_freed_memory
 from q3embed.engine.options import ModelOptions
 from q3embed.errors import ConfigurationError
-from q3embed.model.block_linear import Q8Linear, q8_kernel_available
+from q3embed.model.block_linear import Q8Linear, cpu_kernels_preferred
 from q3embed.model.quantized import Int8Embedding, Int8Linear
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
@@ -86,7 +86,7 @@ def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir, dtype):
     int8 = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off", quantize="int8")
     assert int8.info.quantize == "int8"
     layer = int8._backend.model.layers[0]  # noqa: SLF001
-    kind = Q8Linear if dtype == "bfloat16" and q8_kernel_available() else Int8Linear
+    kind = Q8Linear if dtype == "bfloat16" and cpu_kernels_preferred() else Int8Linear
     assert isinstance(layer.self_attn.qkv_proj, kind) and isinstance(layer.mlp.down_proj, kind)
     assert isinstance(int8._backend.model.embed_tokens, Int8Embedding)  # noqa: SLF001
     cosines = (int8.encode(MIXED_TEXTS) * exact).sum(axis=1)

@@ -1,19 +1,22 @@
-"""Linear layers kept as GGUF's Q8_0 blocks on an AVX512-BF16 CPU, multiplied by a kernel of our own.
+"""q3embed's CPU kernels (csrc/block_linear.cpp) for AVX512-BF16: linear layers over weights packed
+in tiles of 32 outputs, kept as GGUF's Q8_0 blocks (`Q8Linear`) or as bf16 (model/linear.py's
+`Linear.pack_for_kernel`).
 
 A Q8_0 file holds each weight as int8 values with one fp16 scale per 32 inputs (1.06 bytes a
-weight). Expanded to bf16 at load, the model holds and streams twice that, and runs as fast as
-bf16 safetensors. Kept as blocks, it holds about the file's size, and `csrc/block_linear.cpp`
-expands each tile of 32 outputs into L2 as it streams it and multiplies it there with AVX512-BF16
-dot products: the int8 bytes are read once, so the few-row products of an interactive query run
-faster than oneDNN's bf16 ones, and batches as fast (bench/q8_kernel.py, docs/benchmarks.md).
+weight). Expanded to bf16 at load, the model holds and streams twice that. Kept as blocks, it
+holds about the file's size, and the kernel expands each tile into L2 as it streams it and
+multiplies it there with AVX512-BF16 dot products: the int8 bytes are read once, so the few-row
+products of an interactive query run faster than bf16 ones, batches about as fast
+(bench/linear_kernels.py, bench/quantized.py, docs/benchmarks.md). The values are those of the
+dequantized model: each d x q is rounded to bf16 as loading the file into bf16 does, and summed in
+fp32. The bf16 kernel is the same loop without the expansion; for 1-64 rows it beats oneDNN's.
 
-The values are those of the dequantized model: each d x q is rounded to bf16 as loading the file
-into bf16 does, and summed in fp32 (in another order than oneDNN's).
-
-The kernel is compiled on first use with the system's C++ compiler and ninja (torch's
-cpp_extension, ~15 s once, cached under ~/.cache/q3embed); where it cannot be (no compiler, no
-AVX512-BF16), `q8_kernel_available()` says False with the reason logged, and Q8_0 files are
-dequantized to bf16 as before.
+The kernels are compiled on first use with the system's C++ compiler and ninja (torch's
+cpp_extension, ~15 s once, cached under ~/.cache/q3embed). `cpu_kernels_available()`: they run
+here (AVX512-BF16, built); `cpu_kernels_preferred()`: the engine uses them, which it does where
+they run and the CPU has no AMX (with AMX, oneDNN's tile products are several times faster for
+batches, and these kernels were not measured there). Where not preferred, Q8_0 files are
+dequantized to bf16 and bf16 weights packed for oneDNN, as before; why is logged once.
 """
 
 from __future__ import annotations
@@ -25,32 +28,34 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Q8Linear", "q8_kernel_available", "quantize_q8_0", "Q8_BLOCK", "Q8_TILE"]
+__all__ = ["Q8Linear", "cpu_kernels_available", "cpu_kernels_preferred", "quantize_q8_0", "pack_tiles",
+           "unpack_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
 
 log = logging.getLogger("q3embed")
 
 Q8_BLOCK = 32  # inputs per Q8_0 block (GGUF's QK8_0)
-Q8_TILE = 32  # outputs per kernel tile: out_features must be a multiple
+TILE = 32  # outputs per kernel tile: out_features must be a multiple
 _SOURCE = Path(__file__).with_name("csrc") / "block_linear.cpp"
 _CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
 _COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
 DEFAULT_BUILD_ROOT = Path.home() / ".cache" / "q3embed" / "kernels"
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     try:
-        return set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+        return frozenset(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
     except OSError:
-        return set()
+        return frozenset()
 
 
 @functools.cache
-def q8_kernel_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
-    """Whether the Q8_0 kernel runs here: an x86 CPU with AVX512-BF16 and the extension built (on
-    the first call, into `build_root`); why not is logged once."""
+def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
+    """Whether the kernels run here: an x86 CPU with AVX512-BF16 and the extension built (on the
+    first call, into `build_root`); why not is logged once."""
     missing = [flag for flag in _CPU_FLAGS if flag not in _cpu_flags()]
     if missing:
-        log.info("Q8_0 kernel off: this CPU lacks %s; Q8_0 weights are dequantized to bf16", ", ".join(missing))
+        log.info("q3embed's CPU kernels off: this CPU lacks %s", ", ".join(missing))
         return False
     from torch.utils import cpp_extension
 
@@ -61,19 +66,50 @@ def q8_kernel_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
                            extra_ldflags=["-fopenmp"], build_directory=str(directory),
                            is_python_module=False, verbose=False)
     except Exception as error:  # no compiler, no ninja, a read-only home: fall back, say why
-        log.warning("Q8_0 kernel off: building %s failed (%s); Q8_0 weights are dequantized to bf16. "
-                    "It needs a C++ compiler and ninja (apt-get install g++ ninja-build).",
-                    _SOURCE.name, str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        log.warning("q3embed's CPU kernels off: building %s failed (%s); Q8_0 weights are dequantized to "
+                    "bf16. They need a C++ compiler and ninja (apt-get install g++ ninja-build).", _SOURCE.name, reason)
         return False
     _register_fake()
     return True
 
 
+@functools.cache
+def cpu_kernels_preferred() -> bool:
+    """Whether the engine runs its CPU linear layers on these kernels: where they run and the CPU
+    has no AMX (see the module docstring)."""
+    if "amx_bf16" in _cpu_flags():
+        log.info("q3embed's CPU kernels not used: this CPU has AMX, whose oneDNN products are faster")
+        return False
+    return cpu_kernels_available()
+
+
+def tiles_fit(out_features: int, in_features: int) -> bool:
+    """Whether the kernels take a weight [out, in]: whole tiles and whole Q8_0 blocks."""
+    return out_features % TILE == 0 and in_features % Q8_BLOCK == 0
+
+
+def pack_tiles(weight: Tensor) -> Tensor:
+    """[out, in] (any dtype) -> the kernels' order [out/32, in/2, 32, 2]: per tile and input pair,
+    its 32 outputs x 2 inputs."""
+    out_features, in_features = weight.shape
+    return weight.reshape(out_features // TILE, TILE, in_features // 2, 2).permute(0, 2, 1, 3).contiguous()
+
+
+def unpack_tiles(tiles: Tensor) -> Tensor:
+    """pack_tiles' inverse: [out/32, in/2, 32, 2] -> [out, in]."""
+    return tiles.permute(0, 2, 1, 3).reshape(tiles.shape[0] * TILE, tiles.shape[1] * 2)
+
+
 def _register_fake() -> None:
-    """Shapes for torch.compile's tracing (compile="max" graphs call the kernel as an opaque op)."""
+    """Shapes for torch.compile's tracing (compile="max" graphs call the kernels as opaque ops)."""
     @torch.library.register_fake("q3embed_cpu::q8_linear")
-    def _(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
-        return x.new_empty((x.shape[0], values.shape[0] * Q8_TILE))
+    def _q8(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], values.shape[0] * TILE))
+
+    @torch.library.register_fake("q3embed_cpu::bf16_linear")
+    def _bf16(x: Tensor, weights: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], weights.shape[0] * TILE))
 
 
 def quantize_q8_0(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -92,29 +128,24 @@ def quantize_q8_0(weight: Tensor) -> tuple[Tensor, Tensor]:
 class Q8Linear(nn.Module):
     """nn.Linear without bias whose weight [out, in] is Q8_0 blocks: values int8 and scales fp32,
     packed for the kernel (csrc/block_linear.cpp: values [out/32, in/2, 32, 2], scales
-    [out/32, in/32, 32]). Inputs and outputs bf16, on a CPU where q8_kernel_available()."""
+    [out/32, in/32, 32]). Inputs and outputs bf16, on a CPU where cpu_kernels_available()."""
 
     def __init__(self, values: Tensor, scales: Tensor) -> None:
         super().__init__()
-        self.out_features, self.in_features = values.shape[0] * Q8_TILE, values.shape[1] * 2
+        self.out_features, self.in_features = values.shape[0] * TILE, values.shape[1] * 2
         self.register_buffer("values", values)  # [out/32, in/2, 32, 2] int8
         self.register_buffer("scales", scales)  # [out/32, in/32, 32] fp32
-
-    @staticmethod
-    def fits(out_features: int, in_features: int) -> bool:
-        return out_features % Q8_TILE == 0 and in_features % Q8_BLOCK == 0
 
     @classmethod
     def from_blocks(cls, q: Tensor, d: Tensor) -> Q8Linear:
         """q int8 [out, in] and d [out, in/32] (any float dtype; a file's fp16) -> the packed layer."""
         out_features, in_features = q.shape
-        if not cls.fits(out_features, in_features) or d.shape != (out_features, in_features // Q8_BLOCK):
-            raise ValueError(f"Q8_0 blocks [{out_features}, {in_features}] need out % {Q8_TILE} == 0 and "
+        if not tiles_fit(out_features, in_features) or d.shape != (out_features, in_features // Q8_BLOCK):
+            raise ValueError(f"Q8_0 blocks [{out_features}, {in_features}] need out % {TILE} == 0 and "
                              f"in % {Q8_BLOCK} == 0, scales [{out_features}, {in_features // Q8_BLOCK}]")
-        tiles = out_features // Q8_TILE
-        values = q.view(tiles, Q8_TILE, in_features // 2, 2).permute(0, 2, 1, 3).contiguous()
-        scales = d.float().view(tiles, Q8_TILE, in_features // Q8_BLOCK).permute(0, 2, 1).contiguous()
-        return cls(values, scales)
+        tiles = out_features // TILE
+        scales = d.float().view(tiles, TILE, in_features // Q8_BLOCK).permute(0, 2, 1).contiguous()
+        return cls(pack_tiles(q), scales)
 
     @classmethod
     def quantized(cls, linear: nn.Linear) -> Q8Linear:
@@ -130,7 +161,7 @@ class Q8Linear(nn.Module):
 
     def blocks(self) -> tuple[Tensor, Tensor]:
         """The unpacked (q int8 [out, in], d fp32 [out, in/32])."""
-        q = self.values.permute(0, 2, 1, 3).reshape(self.out_features, self.in_features)
+        q = unpack_tiles(self.values)
         d = self.scales.permute(0, 2, 1).reshape(self.out_features, self.in_features // Q8_BLOCK)
         return q, d
 

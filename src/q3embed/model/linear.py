@@ -15,6 +15,13 @@ AVX512-BF16 EPYC, 3072x1024 products at 1 / 8 / 27 rows took 0.30 / 0.27 / 0.54 
 0.61 / 0.75 ms plain, and 35.9 against 41.4 ms at 2,048 rows, the same values bit for bit
 (bench/linear_kernels.py); on an AMX Xeon it made no difference. A packed weight is an opaque
 tensor that only oneDNN reads, so the packed model is for inference alone.
+
+Where q3embed's own CPU kernels are preferred (AVX512-BF16 without AMX: model/block_linear.py),
+`pack_decoder_linears` packs bf16 weights for them instead (`pack_for_kernel`: tiles of 32 outputs,
+in place of the plain weight, again one copy): their bf16 kernel prefetches the weights ahead of
+its reads, and on a 2-core Zen 4 ran 1-27-row products 1.1-1.5x faster than oneDNN's packed ones,
+and 512-2,048-row products at 0.85-1.05x of them (docs/benchmarks.md). The same bf16 products,
+summed in fp32 in another order.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .block_linear import cpu_kernels_preferred, pack_tiles, tiles_fit
 
 __all__ = ["Linear", "ONEDNN_MAX_ROWS", "onednn_linear_available", "pack_decoder_linears"]
 
@@ -43,13 +52,18 @@ class Linear(nn.Linear):
 
     @property
     def packed(self) -> bool:
-        return self.weight.is_mkldnn
+        """The weight is in a kernel's own layout (oneDNN's, or q3embed's tiles)."""
+        return self.weight.is_mkldnn or self.tiled
+
+    @property
+    def tiled(self) -> bool:
+        return self.weight.dim() == 4  # q3embed's tiles [out/32, in/2, 32, 2]
 
     def pack_for_onednn(self) -> bool:
         """Replace a bf16 CPU weight [out, in] by oneDNN's blocked layout of it; -> whether it was
         packed (False where it is not bf16 on a CPU, or torch has no oneDNN linear)."""
         weight = self.weight
-        if (weight.is_mkldnn or weight.dtype != torch.bfloat16 or weight.device.type != "cpu"
+        if (self.packed or weight.dtype != torch.bfloat16 or weight.device.type != "cpu"
                 or not onednn_linear_available()):
             return False
         # None: a layout for any number of rows (a row-count hint would tune it for one)
@@ -57,7 +71,24 @@ class Linear(nn.Linear):
         self.weight = nn.Parameter(packed, requires_grad=False)
         return True
 
+    def pack_for_kernel(self) -> bool:
+        """Replace a bf16 CPU weight [out, in] by q3embed's tiles of it, for its bf16 kernel; ->
+        whether it was packed (False where it is not bf16 on a CPU, its sizes are not whole tiles,
+        or the kernels do not run here)."""
+        weight = self.weight
+        if (self.packed or weight.dtype != torch.bfloat16 or weight.device.type != "cpu"
+                or not tiles_fit(self.out_features, self.in_features) or not cpu_kernels_preferred()):
+            return False
+        self.weight = nn.Parameter(pack_tiles(weight.detach()), requires_grad=False)
+        return True
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.tiled:
+            rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]: the kernel is 2-D
+            out = torch.ops.q3embed_cpu.bf16_linear(rows, self.weight)  # [rows, out] bf16
+            if self.bias is not None:
+                out = out + self.bias
+            return out.view(*x.shape[:-1], self.out_features)
         if self.packed:
             rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]: oneDNN's op is 2-D
             out = _onednn_linear(rows, self.weight, self.bias)
@@ -76,6 +107,8 @@ def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def pack_decoder_linears(model: nn.Module) -> int:
-    """Pack every bf16 `Linear` of `model` on a CPU for oneDNN (see the module docstring);
-    -> how many were packed. Not for a model that Inductor will freeze: it packs its own."""
-    return sum(layer.pack_for_onednn() for layer in model.modules() if isinstance(layer, Linear))
+    """Pack every bf16 `Linear` of `model` on a CPU for q3embed's kernels where they are preferred
+    and its sizes fit them, else for oneDNN (see the module docstring); -> how many were packed.
+    Not for a model that Inductor will freeze: it packs its own."""
+    layers = [layer for layer in model.modules() if isinstance(layer, Linear)]
+    return sum(layer.pack_for_kernel() or layer.pack_for_onednn() for layer in layers)

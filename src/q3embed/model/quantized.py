@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .block_linear import Q8Linear
+from .block_linear import Q8Linear, tiles_fit
 
 __all__ = ["Int8Linear", "Int8Embedding", "quantize_decoder", "cpu_has_vnni"]
 
@@ -144,7 +144,7 @@ def quantize_decoder(model: nn.Module, blocks: bool = False) -> int:
     for parent in list(model.layers.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                use_blocks = blocks and child.bias is None and Q8Linear.fits(child.out_features, child.in_features)
+                use_blocks = blocks and child.bias is None and tiles_fit(child.out_features, child.in_features)
                 setattr(parent, name, Q8Linear.quantized(child) if use_blocks else Int8Linear(child))
                 replaced += 1
     return replaced

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from ..model.block_linear import Q8Linear, q8_kernel_available
+from ..model.block_linear import Q8Linear, cpu_kernels_preferred, tiles_fit
 from ..model.quantized import Int8Embedding
 from ..model.qwen3 import Qwen3Config, Qwen3Model
 from ..text.gguf_tokenizer import tokenizer_from_gguf
@@ -156,7 +156,7 @@ def _kept_as_blocks(model: nn.Module, located: dict[str, GgufTensor]) -> dict[st
             continue
         module = model.get_submodule(key.removesuffix(".weight"))
         if isinstance(module, nn.Embedding) or (
-                isinstance(module, nn.Linear) and module.bias is None and Q8Linear.fits(*tensor.shape)):
+                isinstance(module, nn.Linear) and module.bias is None and tiles_fit(*tensor.shape)):
             kept[key] = tensor
     return kept
 
@@ -258,7 +258,7 @@ def load_gguf_qwen3(
     log.info("GGUF %s: %s", path.name, ", ".join(f"{n} x{c}" for n, c in types.most_common()))
     blocks_run_here = q8_blocks and dtype == torch.bfloat16 and device.type == "cpu"
     kept = _kept_as_blocks(model, located) if blocks_run_here and any(
-        t.qtype == _Q.Q8_0 for t in located.values()) and q8_kernel_available() else {}
+        t.qtype == _Q.Q8_0 for t in located.values()) and cpu_kernels_preferred() else {}
     state = {}
     for key, tensor in located.items():
         if key in kept:

@@ -1,20 +1,26 @@
-// y = x W^T on an AVX512-BF16 CPU for weights held as GGUF's Q8_0 blocks: int8 values q and one
-// scale d per 32 inputs of an output, W[n, k] = d[n, k/32] x q[n, k]; x and y bf16.
+// y = x W^T on an AVX512-BF16 CPU, x and y bf16, for weights held in one of two packed forms:
+//   - GGUF's Q8_0 blocks: int8 values q and one scale d per 32 inputs of an output,
+//     W[n, k] = d[n, k/32] x q[n, k] (q3embed_cpu::q8_linear);
+//   - bf16 (q3embed_cpu::bf16_linear).
 //
-// Why a kernel of our own: no library on PyPI multiplies by Q8_0 blocks. torch and oneDNN need
-// them expanded to bf16 first, which doubles the memory the model holds and the bytes a query
+// Why kernels of our own. Q8_0: no library on PyPI multiplies by Q8_0 blocks; torch and oneDNN
+// need them expanded to bf16 first, which doubles the memory the model holds and the bytes a query
 // streams. Here each tile of 32 outputs is expanded as it is read, into a bf16 copy that stays in
-// L2 (64-192 KB), and multiplied with vdpbf16ps: memory sees the int8 bytes once.
+// L2 (64-192 KB), and multiplied there: memory sees the int8 bytes once. bf16: for the few rows of
+// an interactive query oneDNN's kernel streams the weights below what memory allows; this one,
+// prefetching ahead of its reads, runs 1-27-row products 1.1-1.5x faster on a 2-core Zen 4 and
+// large ones within 0-15% of oneDNN (bench/linear_kernels.py, docs/benchmarks.md).
 //
-// The expansion rounds each d x q (fp32) to bf16 with round-to-nearest-even, as loading the file
-// into bf16 does (gguf.quants.dequantize, then .to(torch.bfloat16)): the products are those of the
-// dequantized model, summed in fp32 in another order.
+// The Q8_0 expansion rounds each d x q (fp32) to bf16 with round-to-nearest-even, as loading the
+// file into bf16 does (gguf.quants.dequantize, then .to(torch.bfloat16)): the products are those of
+// the dequantized model. Both sum in fp32 (vdpbf16ps), in another order than oneDNN.
 //
-// Packed layout (model/block_linear.py packs it), N outputs (N % 32 == 0), K inputs (K % 32 == 0),
-// a tile being 32 consecutive outputs:
-//   values  int8 [N/32, K/2, 32, 2]: per input pair, the tile's 32 outputs x 2 inputs (one 64-byte
-//           line, the operand order of vdpbf16ps), so a tile is one contiguous stream
-//   scales  fp32 [N/32, K/32, 32]: per tile and block of 32 inputs, each output's d
+// Packed layouts (model/block_linear.py packs them), N outputs (N % 32 == 0), K inputs
+// (K % 32 == 0), a tile being 32 consecutive outputs:
+//   q8 values  int8 [N/32, K/2, 32, 2]: per input pair, the tile's 32 outputs x 2 inputs (one
+//              64-byte line, the operand order of vdpbf16ps), so a tile is one contiguous stream
+//   q8 scales  fp32 [N/32, K/32, 32]: per tile and block of 32 inputs, each output's d
+//   bf16       bf16 [N/32, K/2, 32, 2]: the same order (two lines per input pair)
 // Threads split the tiles (at::parallel_for: torch's own OpenMP team, no second runtime).
 
 #include <ATen/ATen.h>
@@ -22,6 +28,7 @@
 #include <torch/library.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -32,9 +39,15 @@ constexpr int64_t kTile = 32;   // outputs per tile: two 16-lane fp32 accumulato
 constexpr int64_t kBlock = 32;  // inputs per Q8_0 block
 constexpr int64_t kPairsPerBlock = kBlock / 2;
 constexpr int kRowsPerPass = 12;  // 2 x 12 accumulators + 2 weight vectors fit the 32 registers
-// Prefetch the tile's values this many 64-byte lines (8 KB) ahead: the expansion then overlaps the
-// memory reads (without it a one-row product read 20 GB/s, with it 48; 2-core Zen 4, 2 KB: 36).
-constexpr int64_t kPrefetchLines = 128;
+// Prefetch the weights this many bytes ahead of the reads: the expansion and the products then
+// overlap the memory reads (a one-row Q8_0 product read 20 GB/s without it, 48 with 8 KB; 2-core
+// Zen 4). 8 KB of int8 for Q8_0, 8 KB (two lines per pair) for bf16.
+constexpr int64_t kPrefetchBytes = 8192;
+// Rows are taken this many bytes of x at a time (all tiles, then the next rows), so that the rows
+// a tile is multiplied with come from L2, not L3, in large batches.
+constexpr int64_t kRowChunkBytes = 256 * 1024;
+
+enum class Weights { kQ8, kBf16 };
 
 // The 4 scale vectors of one block for the 4 quarters of a line: quarter i holds outputs
 // 8i .. 8i+7, each for 2 inputs, so its scales are d[8i], d[8i], d[8i+1], d[8i+1], ...
@@ -45,7 +58,7 @@ inline void line_scales(const float* d, __m512 out[4]) {
     out[i] = _mm512_permutex2var_ps(low, _mm512_add_epi32(pairs, _mm512_set1_epi32(8 * i)), high);
 }
 
-// One line (an input pair of the tile, 64 int8) -> its two bf16 weight vectors (outputs 0-15, 16-31).
+// One Q8_0 line (an input pair of the tile, 64 int8) -> its two bf16 weight vectors (outputs 0-15, 16-31).
 inline void expand_line(const int8_t* line, const __m512 scales[4], __m512i& w0, __m512i& w1) {
   __m512 f[4];
   for (int i = 0; i < 4; ++i) {
@@ -61,27 +74,44 @@ inline void store_bf16(at::BFloat16* out, __m512 low, __m512 high) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), (__m256i)_mm512_cvtneps_pbh(high));
 }
 
-// ROWS rows of x [ROWS, k] times one tile. EXPAND: read the int8 values (and d), expand each line,
-// and keep it in `wide` [k/2, 32, 2] bf16 for the next passes; otherwise read `wide`.
-template <int ROWS, bool EXPAND>
-void tile_rows(const uint16_t* x, int64_t k, const int8_t* values, const float* d, uint16_t* wide,
-               at::BFloat16* out, int64_t out_stride, bool keep) {
+inline void prefetch(const void* address) {
+  _mm_prefetch(static_cast<const char*>(address), _MM_HINT_T0);
+}
+
+// One tile's weights as the kernel reads them.
+struct Tile {
+  const void* weights;  // Q8_0 values [k/2, 32, 2] int8, or bf16 [k/2, 32, 2]
+  const float* d;       // Q8_0 scales [k/32, 32]; unused for bf16
+  uint16_t* wide;       // Q8_0: the tile expanded to bf16 by the first pass, for the next passes
+};
+
+// ROWS rows of x [ROWS, k] times one tile -> out [ROWS, 32] (row stride out_stride). FIRST: the
+// pass that streams the tile from memory (prefetching; Q8_0: expanding it, into `wide` if KEEP).
+template <int ROWS, Weights W, bool FIRST, bool KEEP>
+void tile_rows(const uint16_t* x, int64_t k, const Tile& tile, at::BFloat16* out, int64_t out_stride) {
   __m512 acc[ROWS][2];
   for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   __m512 scales[4];
+  const auto* q8 = static_cast<const int8_t*>(tile.weights);
+  const auto* bf16 = static_cast<const uint16_t*>(tile.weights);
   for (int64_t pair = 0; pair < k / 2; ++pair) {
     __m512i w0, w1;
-    if constexpr (EXPAND) {
-      if (pair % kPairsPerBlock == 0) line_scales(d + (pair / kPairsPerBlock) * kTile, scales);
-      _mm_prefetch(reinterpret_cast<const char*>(values + (pair + kPrefetchLines) * 64), _MM_HINT_T0);
-      expand_line(values + pair * 64, scales, w0, w1);
-      if (keep) {
-        _mm512_storeu_si512(wide + pair * 64, w0);
-        _mm512_storeu_si512(wide + pair * 64 + 32, w1);
+    if constexpr (W == Weights::kQ8 && FIRST) {
+      if (pair % kPairsPerBlock == 0) line_scales(tile.d + (pair / kPairsPerBlock) * kTile, scales);
+      prefetch(q8 + pair * 64 + kPrefetchBytes);
+      expand_line(q8 + pair * 64, scales, w0, w1);
+      if constexpr (KEEP) {
+        _mm512_storeu_si512(tile.wide + pair * 64, w0);
+        _mm512_storeu_si512(tile.wide + pair * 64 + 32, w1);
       }
     } else {
-      w0 = _mm512_loadu_si512(wide + pair * 64);
-      w1 = _mm512_loadu_si512(wide + pair * 64 + 32);
+      const uint16_t* line = W == Weights::kQ8 ? tile.wide + pair * 64 : bf16 + pair * 64;
+      if constexpr (W == Weights::kBf16 && FIRST) {
+        prefetch(line + kPrefetchBytes / 2);
+        prefetch(line + kPrefetchBytes / 2 + 32);
+      }
+      w0 = _mm512_loadu_si512(line);
+      w1 = _mm512_loadu_si512(line + 32);
     }
     for (int r = 0; r < ROWS; ++r) {
       int32_t two;  // inputs 2 pair, 2 pair + 1 of row r, broadcast to every lane
@@ -94,11 +124,10 @@ void tile_rows(const uint16_t* x, int64_t k, const int8_t* values, const float* 
   for (int r = 0; r < ROWS; ++r) store_bf16(out + r * out_stride, acc[r][0], acc[r][1]);
 }
 
-template <bool EXPAND>
-void tile_pass(int64_t rows, const uint16_t* x, int64_t k, const int8_t* values, const float* d,
-               uint16_t* wide, at::BFloat16* out, int64_t n, bool keep) {
+template <Weights W, bool FIRST, bool KEEP>
+void tile_pass(int64_t rows, const uint16_t* x, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
   switch (rows) {
-#define Q3_ROWS(R) case R: tile_rows<R, EXPAND>(x, k, values, d, wide, out, n, keep); break;
+#define Q3_ROWS(R) case R: tile_rows<R, W, FIRST, KEEP>(x, k, tile, out, n); break;
     Q3_ROWS(1) Q3_ROWS(2) Q3_ROWS(3) Q3_ROWS(4) Q3_ROWS(5) Q3_ROWS(6)
     Q3_ROWS(7) Q3_ROWS(8) Q3_ROWS(9) Q3_ROWS(10) Q3_ROWS(11) Q3_ROWS(12)
 #undef Q3_ROWS
@@ -106,54 +135,85 @@ void tile_pass(int64_t rows, const uint16_t* x, int64_t k, const int8_t* values,
   }
 }
 
-// All m rows against one tile, in passes as even as they go (13 rows: 7 and 6, not 12 and 1); the
-// first pass expands the tile, the others read its bf16 copy.
-void tile_all_rows(const uint16_t* x, int64_t m, int64_t k, const int8_t* values, const float* d,
-                   uint16_t* wide, at::BFloat16* out, int64_t n) {
+// m rows against one tile, in passes as even as they go (13 rows: 7 and 6, not 12 and 1); the
+// first streams the tile, the others read it from cache (Q8_0: its bf16 copy in `wide`).
+template <Weights W>
+void tile_all_rows(const uint16_t* x, int64_t m, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
   const int64_t passes = (m + kRowsPerPass - 1) / kRowsPerPass;
   int64_t row = 0;
   for (int64_t p = 0; p < passes; ++p) {
     const int64_t rows = (m - row) / (passes - p);
-    if (p == 0) tile_pass<true>(rows, x + row * k, k, values, d, wide, out + row * n, n, passes > 1);
-    else tile_pass<false>(rows, x + row * k, k, values, d, wide, out + row * n, n, false);
+    if (p > 0) tile_pass<W, false, false>(rows, x + row * k, k, tile, out + row * n, n);
+    else if (passes > 1) tile_pass<W, true, true>(rows, x, k, tile, out, n);
+    else tile_pass<W, true, false>(rows, x, k, tile, out, n);
     row += rows;
   }
 }
 
-at::Tensor q8_linear(const at::Tensor& x_in, const at::Tensor& values, const at::Tensor& scales) {
-  TORCH_CHECK(values.scalar_type() == at::kChar && values.dim() == 4 && values.size(2) == kTile
-              && values.size(3) == 2 && values.is_contiguous(), "values must be int8 [N/32, K/2, 32, 2]");
-  const int64_t tiles = values.size(0), k = values.size(1) * 2, n = tiles * kTile;
-  TORCH_CHECK(k % kBlock == 0, "K must be a multiple of 32");
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous()
-              && scales.sizes() == at::IntArrayRef({tiles, k / kBlock, kTile}), "scales must be fp32 [N/32, K/32, 32]");
-  TORCH_CHECK(x_in.device().is_cpu() && x_in.scalar_type() == at::kBFloat16 && x_in.dim() == 2
-              && x_in.size(1) == k, "x must be bf16 [rows, ", k, "] on the CPU");
+void check_x(const at::Tensor& x, int64_t k) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.size(1) == k,
+              "x must be bf16 [rows, ", k, "] on the CPU");
+}
+
+// out [m, n] = x [m, k] times every tile; `tile_of(t)` -> tile t's weights.
+template <Weights W, typename TileOf>
+at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf tile_of) {
+  check_x(x_in, k);
   const at::Tensor x = x_in.contiguous();
-  const int64_t m = x.size(0);
+  const int64_t m = x.size(0), n = tiles * kTile;
   at::Tensor out = at::empty({m, n}, x.options());
   if (m == 0) return out;
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  const int8_t* qp = values.data_ptr<int8_t>();
-  const float* dp = scales.data_ptr<float>();
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
+  const int64_t chunk = std::max<int64_t>(kRowsPerPass, kRowChunkBytes / (2 * k) / kRowsPerPass * kRowsPerPass);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    // One tile in bf16, kept in L2 between passes; per thread, reused from call to call (a fresh
-    // 64-192 KB allocation would be a fresh mapping, page faults included, per product).
+    // One tile in bf16 (Q8_0, several passes), per thread, reused from call to call: a fresh
+    // 64-192 KB allocation would be a fresh mapping, page faults included, per product.
     thread_local std::vector<uint16_t> wide;
-    if (m > kRowsPerPass && wide.size() < static_cast<size_t>(k * kTile)) wide.resize(k * kTile);
-    for (int64_t t = begin; t < end; ++t)
-      tile_all_rows(xp, m, k, qp + t * k * kTile, dp + t * (k / kBlock) * kTile, wide.data(), op + t * kTile, n);
+    if (W == Weights::kQ8 && m > kRowsPerPass && wide.size() < static_cast<size_t>(k * kTile))
+      wide.resize(k * kTile);
+    for (int64_t row = 0; row < m; row += chunk) {
+      const int64_t rows = std::min(chunk, m - row);
+      for (int64_t t = begin; t < end; ++t) {
+        Tile tile = tile_of(t);
+        tile.wide = wide.data();
+        tile_all_rows<W>(xp + row * k, rows, k, tile, op + row * n + t * kTile, n);
+      }
+    }
   });
   return out;
+}
+
+at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
+  TORCH_CHECK(values.scalar_type() == at::kChar && values.dim() == 4 && values.size(2) == kTile
+              && values.size(3) == 2 && values.is_contiguous(), "values must be int8 [N/32, K/2, 32, 2]");
+  const int64_t tiles = values.size(0), k = values.size(1) * 2;
+  TORCH_CHECK(k % kBlock == 0, "K must be a multiple of 32");
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous()
+              && scales.sizes() == at::IntArrayRef({tiles, k / kBlock, kTile}), "scales must be fp32 [N/32, K/32, 32]");
+  const int8_t* qp = values.data_ptr<int8_t>();
+  const float* dp = scales.data_ptr<float>();
+  return multiply<Weights::kQ8>(x, tiles, k, [&](int64_t t) {
+    return Tile{qp + t * k * kTile, dp + t * (k / kBlock) * kTile, nullptr};
+  });
+}
+
+at::Tensor bf16_linear(const at::Tensor& x, const at::Tensor& weights) {
+  TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.dim() == 4 && weights.size(2) == kTile
+              && weights.size(3) == 2 && weights.is_contiguous(), "weights must be bf16 [N/32, K/2, 32, 2]");
+  const int64_t tiles = weights.size(0), k = weights.size(1) * 2;
+  const auto* wp = reinterpret_cast<const uint16_t*>(weights.data_ptr<at::BFloat16>());
+  return multiply<Weights::kBf16>(x, tiles, k, [&](int64_t t) { return Tile{wp + t * k * kTile, nullptr, nullptr}; });
 }
 
 }  // namespace
 
 TORCH_LIBRARY(q3embed_cpu, lib) {
   lib.def("q8_linear(Tensor x, Tensor values, Tensor scales) -> Tensor");
+  lib.def("bf16_linear(Tensor x, Tensor weights) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
   lib.impl("q8_linear", &q8_linear);
+  lib.impl("bf16_linear", &bf16_linear);
 }
