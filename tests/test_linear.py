@@ -65,3 +65,14 @@ def test_only_bf16_weights_on_a_cpu_are_packed():
     layers = [Linear(64, 32), Linear(64, 32).to(torch.float16), Linear(64, 32).to(torch.bfloat16)]
     assert [layer.pack_for_onednn() for layer in layers] == [False, False, onednn_linear_available()]
     assert not layers[0].packed and not layers[1].packed
+
+
+def test_kernels_that_cannot_be_built_fall_back_and_say_why(caplog, tmp_path):
+    from q3embed.model import block_linear
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with caplog.at_level("INFO", logger="q3embed"):
+        assert block_linear.cpu_kernels_available.__wrapped__(blocked / "kernels") is False
+    assert "q3embed's CPU kernels off" in caplog.text
+    assert "g++ ninja-build" in caplog.text or "this CPU lacks" in caplog.text

@@ -67,8 +67,9 @@ def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
                            is_python_module=False, verbose=False)
     except Exception as error:  # no compiler, no ninja, a read-only home: fall back, say why
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        log.warning("q3embed's CPU kernels off: building %s failed (%s); Q8_0 weights are dequantized to "
-                    "bf16. They need a C++ compiler and ninja (apt-get install g++ ninja-build).", _SOURCE.name, reason)
+        log.warning("q3embed's CPU kernels off: building %s failed (%s); oneDNN runs the bf16 products and "
+                    "Q8_0 files are dequantized to bf16. The kernels need a C++ compiler and ninja "
+                    "(apt-get install g++ ninja-build).", _SOURCE.name, reason)
         return False
     _register_fake()
     return True
