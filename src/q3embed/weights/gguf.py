@@ -8,10 +8,11 @@ as the safetensors path.
   Qwen2/Qwen3 use the NEOX (rotate_half) layout that matches ours, and their converter writes them
   unpermuted.
 - F32/F16/BF16 are cast, Q8_0/Q4_K/Q5_K/Q6_K dequantized with `gguf.quants`, into the engine's
-  dtype; the engine then runs exactly as for safetensors. Except Q8_0 in bf16 on a CPU with
-  AVX512-BF16: the decoder's Q8_0 linear layers stay blocks (model/block_linear.py, a kernel of our
-  own, the same products as the dequantized model's) and the embedding table stays Q8_0
-  (model/quantized.Int8Embedding), so the model holds about the file's size.
+  dtype; the engine then runs exactly as for safetensors. Except Q8_0 in bf16 on a CPU where
+  q3embed's CPU kernels are preferred (AVX512-BF16 without AMX): the decoder's Q8_0 linear layers
+  stay blocks (model/block_linear.py, a kernel of our own, the same products as the dequantized
+  model's) and the embedding table stays Q8_0 (model/quantized.Int8Embedding), so the model holds
+  about the file's size.
 - Rerankers: the yes/no rows come from `cls.output.weight` (what llama.cpp's converter writes for
   Qwen3-Reranker: [yes, no], labelled by `qwen3.classifier.output_labels`), else from
   `output.weight`, else from the tied `token_embd.weight`.
@@ -243,8 +244,8 @@ def load_gguf_qwen3(
     q8_blocks: bool = True,
 ) -> LoadedQwen3:
     """Tokenizer and decoder from one GGUF file; `reranker` also keeps the (no, yes) head rows.
-    `q8_blocks`: keep Q8_0 tensors as blocks where the kernel runs (bf16 on a CPU with AVX512-BF16);
-    False dequantizes everything."""
+    `q8_blocks`: keep Q8_0 tensors as blocks where the kernel is preferred (bf16 on a CPU with
+    AVX512-BF16 and no AMX); False dequantizes everything."""
     file = GgufFile.open(path)
     config = gguf_qwen3_config(file)
     tokenizer = Qwen3Tokenizer(tokenizer_from_gguf(file.metadata, str(path)), max_length)
