@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from q3embed import Embedder
-from q3embed.model.block_linear import Q8Linear, cpu_kernels_available, pack_tiles, quantize_q8_0, tiles_fit
+from q3embed.model.block_linear import (Q8Linear, cpu_kernels_available, cpu_kernels_preferred, pack_tiles,
+                                        quantize_q8_0, tiles_fit)
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Embedding
 from q3embed.model.qwen3 import _concatenated
@@ -161,3 +162,19 @@ def test_a_linear_packed_for_the_kernel_computes_what_it_did(monkeypatch):
     torch.testing.assert_close(layer(x), before, rtol=2 ** -7, atol=1e-2)
     assert not Linear(96, 48, dtype=torch.bfloat16).pack_for_kernel()  # not whole tiles
     assert not Linear(96, 64).pack_for_kernel()  # fp32
+
+
+def test_a_q8_0_reranker_in_bf16_scores_on_its_blocks(tmp_path, tiny_reranker_dir, monkeypatch):
+    from q3embed import Reranker
+    from texts import QUERIES
+
+    if not cpu_kernels_preferred():
+        pytest.skip("the engine keeps Q8_0 blocks only where q3embed's CPU kernels are preferred (no AMX)")
+    path = write_gguf(tiny_reranker_dir, tmp_path / "rr-Q8_0.gguf", file_type="Q8_0", kind="reranker")
+    blocks = Reranker(str(path), dtype="bfloat16", device="cpu")
+    assert any(isinstance(m, Q8Linear) for m in blocks._scorer.model.modules())  # noqa: SLF001
+    monkeypatch.setattr("q3embed.weights.gguf.cpu_kernels_preferred", lambda: False)
+    dequantized = Reranker(str(path), dtype="bfloat16", device="cpu")
+    for query in QUERIES:  # the prefix cache, the last layer's rows: every reranker path on blocks
+        ours = np.array(blocks.score(query, DOCUMENTS))
+        assert np.abs(ours - np.array(dequantized.score(query, DOCUMENTS))).max() <= 2e-2
