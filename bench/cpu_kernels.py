@@ -30,12 +30,12 @@ QUERY = "What is the capital of China?"  # 27 tokens in the default instruction
 
 
 def load(model: str, kernel: bool) -> Embedder:
-    preferred = linear.cpu_kernels_preferred
-    linear.cpu_kernels_preferred = lambda: kernel  # a benchmark may choose the packing
+    runs = linear.cpu_kernels_run
+    linear.cpu_kernels_run = lambda dtype, device: kernel  # a benchmark may choose the packing (bf16, CPU)
     try:
         embedder = Embedder(model, device="cpu", dtype="bfloat16", max_length=512)
     finally:
-        linear.cpu_kernels_preferred = preferred
+        linear.cpu_kernels_run = runs
     embedder.warm_up()
     layers = [m for m in embedder._backend.model.modules() if isinstance(m, linear.Linear)]  # noqa: SLF001
     assert all(layer.tiled == kernel for layer in layers), "the packing was not the one asked for"

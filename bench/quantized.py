@@ -12,7 +12,8 @@ against the fp32 safetensors model is printed. --passes repeats the whole sequen
 configurations interleave on a noisy machine.
 
 A Q8_0 file in bf16 runs on its own blocks where the Q8_0 kernel runs (model/block_linear.py); the
-row "Q8_0 dequantized" loads the same file expanded to bf16, as a CPU without the kernel does.
+rows with quantize "dequantize" load the same file expanded to bf16, as a CPU without the kernel
+does (the bf16 products then run on whichever kernel the engine prefers here).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def child(model: str, dtype: str, quantize: str, texts: list[str], rounds: int) 
     if quantize == DEQUANTIZED:  # as on a CPU without the Q8_0 kernel
         import q3embed.weights.gguf
 
-        q3embed.weights.gguf.cpu_kernels_preferred = lambda: False
+        q3embed.weights.gguf.cpu_kernels_run = lambda dtype, device: False
         quantize = "none"
     embedder = Embedder(model, dtype=dtype, device="cpu", quantize=quantize, max_length=512)
     resident = rss_gb()

@@ -131,7 +131,7 @@ def test_a_q8_0_file_in_bf16_keeps_its_blocks_and_its_size(q8_file):
 def test_vectors_from_blocks_equal_the_dequantized_ones(q8_file, monkeypatch):
     blocks = Embedder(str(q8_file), dtype="bfloat16", device="cpu").encode(TEXTS)
     fp32 = Embedder(str(q8_file), dtype="float32", device="cpu").encode(TEXTS)
-    monkeypatch.setattr("q3embed.weights.gguf.cpu_kernels_preferred", lambda: False)  # a CPU without it
+    monkeypatch.setattr("q3embed.weights.gguf.cpu_kernels_run", lambda dtype, device: False)  # without them
     dequantized = Embedder(str(q8_file), dtype="bfloat16", device="cpu").encode(TEXTS)
     # The same weights and products in bf16; only the order of the fp32 sums differs.
     assert (blocks * dequantized).sum(axis=1).min() >= 0.9999
@@ -153,7 +153,7 @@ def test_the_bf16_kernel_computes_the_bf16_products(out_features, in_features, r
 
 
 def test_a_linear_packed_for_the_kernel_computes_what_it_did(monkeypatch):
-    monkeypatch.setattr("q3embed.model.linear.cpu_kernels_preferred", lambda: True)
+    monkeypatch.setattr("q3embed.model.block_linear.cpu_kernels_preferred", lambda: True)
     layer = Linear(96, 64, bias=True, dtype=torch.bfloat16)
     x = torch.randn(2, 5, 96).bfloat16()
     before = layer(x)
@@ -173,7 +173,7 @@ def test_a_q8_0_reranker_in_bf16_scores_on_its_blocks(tmp_path, tiny_reranker_di
     path = write_gguf(tiny_reranker_dir, tmp_path / "rr-Q8_0.gguf", file_type="Q8_0", kind="reranker")
     blocks = Reranker(str(path), dtype="bfloat16", device="cpu")
     assert any(isinstance(m, Q8Linear) for m in blocks._scorer.model.modules())  # noqa: SLF001
-    monkeypatch.setattr("q3embed.weights.gguf.cpu_kernels_preferred", lambda: False)
+    monkeypatch.setattr("q3embed.weights.gguf.cpu_kernels_run", lambda dtype, device: False)
     dequantized = Reranker(str(path), dtype="bfloat16", device="cpu")
     for query in QUERIES:  # the prefix cache, the last layer's rows: every reranker path on blocks
         ours = np.array(blocks.score(query, DOCUMENTS))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..model.attention import choose_attention
-from ..model.block_linear import cpu_kernels_preferred
+from ..model.block_linear import cpu_kernels_run
 from ..model.graphs import BucketedGraphs, CudaGraphs, InductorGraphs
 from ..model.heads import last_token_indices
 from ..model.kernels import KernelSchedule
@@ -41,8 +41,7 @@ def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
     loaded.model.fuse_projections()
     if placement.quantize == "int8":
-        blocks = placement.dtype == torch.bfloat16 and placement.device.type == "cpu" and cpu_kernels_preferred()
-        quantize_decoder(loaded.model, blocks=blocks)
+        quantize_decoder(loaded.model, blocks=cpu_kernels_run(placement.dtype, placement.device))
     elif placement.graphs != "inductor":  # Inductor's frozen graphs pack the weights themselves
         pack_decoder_linears(loaded.model)  # bf16 on a CPU only
     release_freed_memory()

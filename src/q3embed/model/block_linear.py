@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Q8Linear", "cpu_kernels_available", "cpu_kernels_preferred", "quantize_q8_0", "pack_tiles",
-           "unpack_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
+__all__ = ["Q8Linear", "cpu_flags", "cpu_kernels_available", "cpu_kernels_preferred", "cpu_kernels_run",
+           "quantize_q8_0", "pack_tiles", "unpack_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
 
 log = logging.getLogger("q3embed")
 
@@ -42,7 +42,8 @@ DEFAULT_BUILD_ROOT = Path.home() / ".cache" / "q3embed" / "kernels"
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo; none where it cannot be read)."""
     try:
         return frozenset(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
     except OSError:
@@ -53,7 +54,7 @@ def _cpu_flags() -> frozenset[str]:
 def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
     """Whether the kernels run here: an x86 CPU with AVX512-BF16 and the extension built (on the
     first call, into `build_root`); why not is logged once."""
-    missing = [flag for flag in _CPU_FLAGS if flag not in _cpu_flags()]
+    missing = [flag for flag in _CPU_FLAGS if flag not in cpu_flags()]
     if missing:
         log.info("q3embed's CPU kernels off: this CPU lacks %s", ", ".join(missing))
         return False
@@ -79,10 +80,16 @@ def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
 def cpu_kernels_preferred() -> bool:
     """Whether the engine runs its CPU linear layers on these kernels: where they run and the CPU
     has no AMX (see the module docstring)."""
-    if "amx_bf16" in _cpu_flags():
+    if "amx_bf16" in cpu_flags():
         log.info("q3embed's CPU kernels not used: this CPU has AMX, whose oneDNN products are faster")
         return False
     return cpu_kernels_available()
+
+
+def cpu_kernels_run(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the engine runs a model of `dtype` on `device` on these kernels: bf16 on a CPU where
+    they are preferred (the one rule the GGUF loader, quantize="int8" and the bf16 packing share)."""
+    return dtype == torch.bfloat16 and device.type == "cpu" and cpu_kernels_preferred()
 
 
 def tiles_fit(out_features: int, in_features: int) -> bool:

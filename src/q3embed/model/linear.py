@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .block_linear import cpu_kernels_preferred, pack_tiles, tiles_fit
+from .block_linear import cpu_kernels_run, pack_tiles, tiles_fit
 
 __all__ = ["Linear", "ONEDNN_MAX_ROWS", "onednn_linear_available", "pack_decoder_linears"]
 
@@ -75,11 +75,10 @@ class Linear(nn.Linear):
         """Replace a bf16 CPU weight [out, in] by q3embed's tiles of it, for its bf16 kernel; ->
         whether it was packed (False where it is not bf16 on a CPU, its sizes are not whole tiles,
         or the kernels do not run here)."""
-        weight = self.weight
-        if (self.packed or weight.dtype != torch.bfloat16 or weight.device.type != "cpu"
-                or not tiles_fit(self.out_features, self.in_features) or not cpu_kernels_preferred()):
+        if (self.packed or not tiles_fit(self.out_features, self.in_features)
+                or not cpu_kernels_run(self.weight.dtype, self.weight.device)):
             return False
-        self.weight = nn.Parameter(pack_tiles(weight.detach()), requires_grad=False)
+        self.weight = nn.Parameter(pack_tiles(self.weight.detach()), requires_grad=False)
         return True
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import functools
 import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .block_linear import Q8Linear, tiles_fit
+from .block_linear import Q8Linear, cpu_flags, tiles_fit
 
 __all__ = ["Int8Linear", "Int8Embedding", "quantize_decoder", "cpu_has_vnni"]
 
@@ -42,11 +41,7 @@ __all__ = ["Int8Linear", "Int8Embedding", "quantize_decoder", "cpu_has_vnni"]
 @functools.cache
 def cpu_has_vnni() -> bool:
     """AVX512-VNNI / AVX-VNNI: int8 products accumulate without saturating 16-bit intermediates."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 class Int8Linear(nn.Module):

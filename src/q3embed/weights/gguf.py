@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from ..model.block_linear import Q8Linear, cpu_kernels_preferred, tiles_fit
+from ..model.block_linear import Q8Linear, cpu_kernels_run, tiles_fit
 from ..model.quantized import Int8Embedding
 from ..model.qwen3 import Qwen3Config, Qwen3Model
 from ..text.gguf_tokenizer import tokenizer_from_gguf
@@ -257,9 +257,7 @@ def load_gguf_qwen3(
     rows = _head_rows(file, tokenizer.yes_no_ids, config.hidden_size, dtype).to(device) if reranker else None
     types = Counter(t.qtype.name for t in located.values())
     log.info("GGUF %s: %s", path.name, ", ".join(f"{n} x{c}" for n, c in types.most_common()))
-    blocks_run_here = q8_blocks and dtype == torch.bfloat16 and device.type == "cpu"
-    kept = _kept_as_blocks(model, located) if blocks_run_here and any(
-        t.qtype == _Q.Q8_0 for t in located.values()) and cpu_kernels_preferred() else {}
+    kept = _kept_as_blocks(model, located) if q8_blocks and cpu_kernels_run(dtype, device) else {}
     state = {}
     for key, tensor in located.items():
         if key in kept:
