@@ -103,10 +103,17 @@ def test_a_model_on_varlen_embeds_and_reranks_as_on_sdpa(tiny_embedding_dir, tin
     np.testing.assert_allclose(reranker.score(QUERIES[0], DOCUMENTS), expected_scores, atol=1e-5)
 
 
-def test_the_attention_choice():
+def test_the_attention_choice(monkeypatch):
     cpu = torch.device("cpu")
-    assert choose_attention("auto", cpu, torch.bfloat16).name == "sdpa"  # the CPU's fastest (docs/benchmarks.md)
+    monkeypatch.setattr("q3embed.model.block_linear.cpu_kernels_run", lambda dtype, device: False)
+    assert choose_attention("auto", cpu, torch.bfloat16).name == "sdpa"  # the CPU's fastest but for ours
     assert choose_attention("sdpa", cpu, torch.float32).name == "sdpa"
+    with pytest.raises(ValueError, match="cpu-kernel.*AVX512-BF16"):
+        choose_attention("cpu-kernel", cpu, torch.bfloat16)
+    monkeypatch.setattr("q3embed.model.block_linear.cpu_kernels_run", lambda dtype, device: dtype == torch.bfloat16)
+    assert choose_attention("auto", cpu, torch.bfloat16).name == "cpu-kernel"  # docs/benchmarks.md
+    assert choose_attention("sdpa", cpu, torch.bfloat16).name == "sdpa"
+    assert choose_attention("auto", cpu, torch.float32).name == "sdpa"
     with pytest.raises(ValueError, match="varlen.*CUDA"):
         choose_attention("varlen", cpu, torch.bfloat16)
     with pytest.raises(ValueError, match="unknown attention"):
@@ -121,8 +128,10 @@ def test_the_options_name_the_choices_the_model_knows():
 
 
 def test_the_attention_option_fails_before_any_loading():
-    with pytest.raises(ConfigurationError, match="attention must be one of auto, sdpa, varlen"):
+    with pytest.raises(ConfigurationError, match="attention must be one of auto, sdpa, varlen, cpu-kernel"):
         ModelOptions(attention="flash")
     with pytest.raises(ConfigurationError, match="needs a CUDA device"):
         place(ModelOptions(device="cpu", attention="varlen"))
-    assert place(ModelOptions(device="cpu", attention="auto")).attention == "sdpa"
+    with pytest.raises(ConfigurationError, match="needs bf16"):
+        place(ModelOptions(device="cpu", dtype="float32", attention="cpu-kernel"))
+    assert place(ModelOptions(device="cpu", dtype="float32", attention="auto")).attention == "sdpa"

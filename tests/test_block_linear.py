@@ -142,7 +142,7 @@ def test_vectors_from_blocks_equal_the_dequantized_ones(q8_file, monkeypatch):
 
 
 @pytest.mark.parametrize("out_features, in_features", [(64, 64), (1024, 3072), (4096, 1024)])
-@pytest.mark.parametrize("rows", [1, 7, 13, 27, 300])
+@pytest.mark.parametrize("rows", [1, 7, 13, 14, 15, 27, 29, 300])  # one pass up to 14 rows, then even passes
 def test_the_bf16_kernel_computes_the_bf16_products(out_features, in_features, rows):
     weight = (torch.randn(out_features, in_features) * 0.05).bfloat16()
     x = torch.randn(rows, in_features).bfloat16()

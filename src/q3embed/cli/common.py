@@ -71,14 +71,17 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
                         help="fuse the decoder's norm and RoPE kernels with torch.compile (~8-12%% faster on CPU): "
                         "auto = once a model has run 16k tokens, and at start-up for a server, on CPUs with a C++ "
-                        "compiler; on / off force it; max = on, plus whole-decoder graphs for one short query "
+                        "compiler; on / off force it (where q3embed's own CPU kernels run, bf16 on AVX512-BF16 without "
+                        "AMX, those run instead: nothing to compile); max = on, plus whole-decoder graphs for one "
+                        "short query "
                         "(16- and 32-token graphs; short single texts ~1.4x faster, ~3.5 minutes to compile at start, "
                         "a packed copy of the weights per graph; CPU). On a GPU one short text runs in a CUDA "
                         "graph (up to 512 tokens) unless off (default: auto)")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default="auto",
                         help="attention over a packed batch: varlen = one FlashAttention call per layer (CUDA, "
-                        "bf16/fp16, torch >= 2.9); sdpa = one call per sequence; auto = varlen where it runs, "
-                        "else sdpa (default: auto)")
+                        "bf16/fp16, torch >= 2.9); cpu-kernel = q3embed's own, one call per layer (bf16 on an "
+                        "AVX512-BF16 CPU without AMX; sequences up to 384 tokens, SDPA beyond); sdpa = one call "
+                        "per sequence; auto = varlen on a GPU, cpu-kernel where it runs, else sdpa (default: auto)")
     parser.add_argument("--quantize", choices=QUANTIZE_MODES, default="none",
                         help="int8 = the decoder's matrix products in int8 on a CPU (fbgemm; single queries "
                         "faster, an approximation: its cosine against the exact model is in docs/benchmarks.md); "

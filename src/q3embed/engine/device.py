@@ -177,7 +177,7 @@ def resolve_graphs(mode: str, device: torch.device) -> str | None:
 
 
 def resolve_attention(choice: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The options' attention, checked now (before any loading): sdpa or varlen."""
+    """The options' attention, checked now (before any loading): sdpa, varlen or cpu-kernel."""
     from ..model.attention import choose_attention
 
     try:

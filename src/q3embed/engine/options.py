@@ -35,7 +35,8 @@ GPU_MAX_BATCH_TOKENS = 32768
 DEFAULT_MAX_BATCH_TOKENS = GPU_BATCH_TOKENS
 SPECIAL_TOKEN_MODES = ("parse", "plain")
 COMPILE_MODES = ("auto", "on", "off", "max")  # see engine/device.resolve_compile
-ATTENTION_MODES = ("auto", "sdpa", "varlen")  # see model/attention.py (kept equal to its ATTENTION_CHOICES)
+# see model/attention.py (kept equal to its ATTENTION_CHOICES)
+ATTENTION_MODES = ("auto", "sdpa", "varlen", "cpu-kernel")
 QUANTIZE_MODES = ("none", "int8")  # see model/quantized.py
 DEFAULT_MAX_QUEUED_TOKENS = 262_144  # 32 full batches of 8192 tokens
 # One request may hold this many tokens: OpenAI's 2,048 inputs of 64 tokens; larger ones are refused
@@ -51,12 +52,14 @@ class ModelOptions:
     max_length: int | None = None  # longest input in tokens (None: the model's; 8192 for Qwen3)
     # tokens per packed forward pass (None: CPU_BATCH_TOKENS on a CPU, sized from free memory on a GPU)
     max_batch_tokens: int | None = None
-    # auto, on, off: the decoder's fused kernels (see model.kernels); max: also whole-decoder graphs
+    # auto, on, off: the decoder's fused kernels (see model.kernels; where q3embed's own CPU kernels
+    # run, bf16 on AVX512-BF16 without AMX, those run instead, with nothing to compile); max: also whole-decoder graphs
     # for one short sequence on a CPU (model.graphs: faster interactive queries, minutes to compile
     # at start). On a GPU short sequences run in CUDA graphs unless off.
     compile: str = "auto"
     # how attention runs over a packed batch: auto (varlen FlashAttention on a GPU in bf16/fp16,
-    # else sdpa), sdpa (one call per sequence), varlen (see model/attention.py)
+    # cpu-kernel on a CPU where q3embed's kernels run, else sdpa), sdpa (one call per sequence),
+    # varlen, cpu-kernel (see model/attention.py)
     attention: str = "auto"
     # none (the exact model) or int8: the decoder's matrix products as int8 on a CPU (model/quantized.py:
     # faster single queries, an approximation whose cosine against the exact model is reported)

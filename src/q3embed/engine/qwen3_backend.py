@@ -77,7 +77,7 @@ class Qwen3EmbeddingBackend:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.bytes_per_token = prepare_qwen3_model(loaded, placement)
-        self.kernels = KernelSchedule(self.model, placement.compile_after)
+        self.kernels = KernelSchedule.for_model(self.model, placement.compile_after, placement.dtype, placement.device)
         self.graphs = _graphs(self.model, placement)
         self.device = placement.device
         self.info = qwen3_model_info(resolved, loaded, placement, "qwen3")

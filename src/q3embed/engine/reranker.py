@@ -96,7 +96,7 @@ class Qwen3RerankScorer:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.bytes_per_token = prepare_qwen3_model(loaded, placement)
-        self.kernels = KernelSchedule(self.model, placement.compile_after)
+        self.kernels = KernelSchedule.for_model(self.model, placement.compile_after, placement.dtype, placement.device)
         self.head = YesNoHead(loaded.head_rows)
         self.device = placement.device
         self.reuse_prefix = reuse_prefix

@@ -1,10 +1,16 @@
-"""Causal attention over a packed batch, in one of two ways, chosen once per model:
+"""Causal attention over a packed batch, in one of three ways, chosen once per model:
 
     SdpaLoop   one scaled_dot_product_attention call per sequence per layer. On a CPU this is
                the fastest there is: SDPA's fused CPU kernel per sequence (12 ms per layer for
                16 sequences, 2,446 tokens, bf16) against 22 ms for one compiled flex_attention
                call with a document-causal block mask (bench notes in docs/benchmarks.md).
                Nested jagged tensors are no alternative: their SDPA refuses is_causal.
+    CpuKernel  q3embed's own kernel (csrc/decoder_ops.cpp): one call per layer for the whole
+               batch, grouped-query heads read in place, bf16 on a CPU where q3embed's kernels
+               run (model.block_linear). 4-5x faster than SDPA for a 13-27-token query, 3x for
+               16 sequences of 64 tokens; from ~512 tokens SDPA's blocked kernel wins (a query row
+               at a time rereads the keys from L3), so a batch longer than CPU_KERNEL_MAX_LEN, or
+               one continuing a prefix (the reranker's), runs the SdpaLoop.
     Varlen     torch.nn.attention.varlen.varlen_attn: FlashAttention over the whole packed batch
                in one call per layer, sequences told apart by cumulative lengths (cu_seqlens).
                On a GPU the loop costs a kernel launch per sequence per layer (thousands per
@@ -30,10 +36,13 @@ from torch import Tensor
 
 from .transfer import to_device
 
-__all__ = ["AttentionBackend", "Layout", "SdpaLoop", "Varlen", "ATTENTION_CHOICES", "choose_attention",
-           "varlen_available", "varlen_attention_function"]
+__all__ = ["AttentionBackend", "Layout", "SdpaLoop", "Varlen", "CpuKernel", "ATTENTION_CHOICES", "choose_attention",
+           "varlen_available", "varlen_attention_function", "CPU_KERNEL_MAX_LEN"]
 
-ATTENTION_CHOICES = ("auto", "sdpa", "varlen")
+ATTENTION_CHOICES = ("auto", "sdpa", "varlen", "cpu-kernel")
+# The longest sequence CpuKernel attends itself (2-core Zen 4, bf16, 0.6B heads: at 300 tokens
+# 1.8x faster than SDPA, at 512 0.8-1.3x, at 2,048 3x slower; docs/benchmarks.md).
+CPU_KERNEL_MAX_LEN = 384
 Prefix = tuple[Tensor, Tensor]  # k, v of a shared prefix: [P, kv_heads, head_dim] each
 
 
@@ -143,7 +152,31 @@ class SdpaLoop:
         return out
 
 
-_SINGLE = SdpaLoop()  # what Varlen runs for a batch of one sequence
+_SINGLE = SdpaLoop()  # what Varlen runs for a batch of one sequence, CpuKernel for what it does not take
+
+# ---------------------------------------------------------------------------- q3embed's CPU kernel
+
+
+class CpuKernel:
+    name = "cpu-kernel"
+
+    def layout(self, seq_lens: list[int], prefix_len: int, device: torch.device) -> Layout:
+        return Layout(seq_lens, prefix_len)
+
+    @staticmethod
+    def _takes(q: Tensor, layout: Layout, prefix: Prefix | None) -> bool:
+        return prefix is None and q.dtype == torch.bfloat16 and layout.max_len <= CPU_KERNEL_MAX_LEN
+
+    def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        if not self._takes(q, layout, prefix):
+            return _SINGLE.causal(q, k, v, layout, prefix)
+        return torch.ops.q3embed_cpu.causal_attention(q, k, v, layout.seq_lens, False)  # [T, heads, d]
+
+    def last_token(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
+        if not self._takes(q, layout, prefix):
+            return _SINGLE.last_token(q, k, v, layout, prefix)
+        return torch.ops.q3embed_cpu.causal_attention(q.contiguous(), k, v, layout.seq_lens, True)  # [B, heads, d]
+
 
 # ---------------------------------------------------------------------------- one call per layer
 
@@ -240,14 +273,23 @@ def varlen_available(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def choose_attention(choice: str, device: torch.device, dtype: torch.dtype) -> AttentionBackend:
-    """auto: Varlen where it runs (CUDA, bf16/fp16), else SdpaLoop; sdpa / varlen: that one
-    (varlen where it cannot run is a ValueError naming why)."""
+    """auto: Varlen where it runs (CUDA, bf16/fp16), CpuKernel where q3embed's CPU kernels run
+    (bf16, AVX512-BF16, no AMX), else SdpaLoop; sdpa / varlen / cpu-kernel: that one (where it
+    cannot run, a ValueError naming why)."""
+    from .block_linear import cpu_kernels_run
+
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"unknown attention {choice!r}: use {', '.join(ATTENTION_CHOICES)}")
+    where = f"here: {device.type}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}"
+    if choice == "cpu-kernel" or (choice == "auto" and device.type == "cpu"):
+        if cpu_kernels_run(dtype, device):
+            return CpuKernel()
+        if choice == "cpu-kernel":
+            raise ValueError(f"attention 'cpu-kernel' needs bf16 on a CPU with AVX512-BF16 and no AMX where "
+                             f"q3embed's kernels build (a C++ compiler and ninja) ({where})")
     if choice == "sdpa" or (choice == "auto" and not varlen_available(device, dtype)):
         return SdpaLoop()
     if not varlen_available(device, dtype):
         raise ValueError(f"attention 'varlen' needs a CUDA device, bf16 or fp16, and torch >= 2.9 with "
-                         f"torch.nn.attention.varlen (here: {device.type}, {str(dtype).removeprefix('torch.')}, "
-                         f"torch {torch.__version__})")
+                         f"torch.nn.attention.varlen ({where})")
     return Varlen()

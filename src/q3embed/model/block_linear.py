@@ -35,9 +35,11 @@ log = logging.getLogger("q3embed")
 
 Q8_BLOCK = 32  # inputs per Q8_0 block (GGUF's QK8_0)
 TILE = 32  # outputs per kernel tile: out_features must be a multiple
-_SOURCE = Path(__file__).with_name("csrc") / "block_linear.cpp"
+# the linear layers, and the decoder's other operations (RMSNorm, q/k norm + RoPE, attention)
+_SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("block_linear.cpp", "decoder_ops.cpp"))
 _CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
-_COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
+# -ffp-contract=off: no multiply and add fused into one rounding where torch rounds twice
+_COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp", "-ffp-contract=off"]
 DEFAULT_BUILD_ROOT = Path.home() / ".cache" / "q3embed" / "kernels"
 
 
@@ -63,14 +65,15 @@ def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
     directory = build_root / f"torch-{torch.__version__}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        cpp_extension.load(name="q3embed_cpu", sources=[str(_SOURCE)], extra_cflags=_COMPILE_FLAGS,
+        cpp_extension.load(name="q3embed_cpu", sources=[str(source) for source in _SOURCES],
+                           extra_cflags=_COMPILE_FLAGS,
                            extra_ldflags=["-fopenmp"], build_directory=str(directory),
                            is_python_module=False, verbose=False)
     except Exception as error:  # no compiler, no ninja, a read-only home: fall back, say why
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         log.warning("q3embed's CPU kernels off: building %s failed (%s); oneDNN runs the bf16 products and "
                     "Q8_0 files are dequantized to bf16. The kernels need a C++ compiler and ninja "
-                    "(apt-get install g++ ninja-build).", _SOURCE.name, reason)
+                    "(apt-get install g++ ninja-build).", ", ".join(source.name for source in _SOURCES), reason)
         return False
     _register_fake()
     return True
@@ -118,6 +121,18 @@ def _register_fake() -> None:
     @torch.library.register_fake("q3embed_cpu::bf16_linear")
     def _bf16(x: Tensor, weights: Tensor) -> Tensor:
         return x.new_empty((x.shape[0], weights.shape[0] * TILE))
+
+    @torch.library.register_fake("q3embed_cpu::rms_norm")
+    def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        return x.new_empty(x.shape)
+
+    @torch.library.register_fake("q3embed_cpu::norm_rope")
+    def _norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -> Tensor:
+        return x.new_empty(x.shape)
+
+    @torch.library.register_fake("q3embed_cpu::causal_attention")
+    def _attention(q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], last_only: bool) -> Tensor:
+        return q.new_empty(q.shape)
 
 
 def quantize_q8_0(weight: Tensor) -> tuple[Tensor, Tensor]:

@@ -38,7 +38,15 @@ namespace {
 constexpr int64_t kTile = 32;   // outputs per tile: two 16-lane fp32 accumulators per row
 constexpr int64_t kBlock = 32;  // inputs per Q8_0 block
 constexpr int64_t kPairsPerBlock = kBlock / 2;
-constexpr int kRowsPerPass = 12;  // 2 x 12 accumulators + 2 weight vectors fit the 32 registers
+enum class Weights { kQ8, kBf16 };
+
+// Rows a tile is multiplied with per pass: 2 accumulators a row, 2 weight vectors and 1 broadcast
+// input in the 32 vector registers, so 14 for bf16 (13 rows, the length of a short query, in one
+// pass: at 12 they took two, 7 and 6, and ran at 33 GB/s against 40 at 12 rows). Q8_0's first pass
+// also holds the block's 4 scale vectors and the 4 fp32 quarters of the line it expands, so 12:
+// beyond that GCC spills accumulators in the loop.
+template <Weights W>
+constexpr int kRowsPerPass = W == Weights::kQ8 ? 12 : 14;
 // Prefetch the weights this many bytes ahead of the reads: the expansion and the products then
 // overlap the memory reads (a one-row Q8_0 product read 20 GB/s without it, 48 with 8 KB; 2-core
 // Zen 4). 8 KB of int8 for Q8_0, 8 KB (two lines per pair) for bf16.
@@ -47,8 +55,6 @@ constexpr int64_t kPrefetchBytes = 8192;
 // rows a tile is multiplied with come from L2, not L3, in large batches. Not Q8_0: each chunk would
 // expand every tile again (a 0.6B batch 333 against 511 tokens/s unchunked).
 constexpr int64_t kRowChunkBytes = 256 * 1024;
-
-enum class Weights { kQ8, kBf16 };
 
 // The helpers of the inner loop must be inlined: called, they cost a vzeroupper and a spill of
 // every accumulator per input pair (GCC 12 declined to inline expand_line in some of the passes).
@@ -132,19 +138,21 @@ void tile_rows(const uint16_t* x, int64_t k, const Tile& tile, at::BFloat16* out
 template <Weights W, bool FIRST, bool KEEP>
 void tile_pass(int64_t rows, const uint16_t* x, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
   switch (rows) {
-#define Q3_ROWS(R) case R: tile_rows<R, W, FIRST, KEEP>(x, k, tile, out, n); break;
+#define Q3_ROWS(R) \
+    case R: if constexpr (R <= kRowsPerPass<W>) { tile_rows<R, W, FIRST, KEEP>(x, k, tile, out, n); break; }
     Q3_ROWS(1) Q3_ROWS(2) Q3_ROWS(3) Q3_ROWS(4) Q3_ROWS(5) Q3_ROWS(6)
     Q3_ROWS(7) Q3_ROWS(8) Q3_ROWS(9) Q3_ROWS(10) Q3_ROWS(11) Q3_ROWS(12)
+    Q3_ROWS(13) Q3_ROWS(14)
 #undef Q3_ROWS
-    default: TORCH_CHECK(false, "a pass has 1 to ", kRowsPerPass, " rows");
+    default: TORCH_CHECK(false, "a pass has 1 to ", kRowsPerPass<W>, " rows");
   }
 }
 
-// m rows against one tile, in passes as even as they go (13 rows: 7 and 6, not 12 and 1); the
-// first streams the tile, the others read it from cache (Q8_0: its bf16 copy in `wide`).
+// m rows against one tile, in passes as even as they go (bf16, 29 rows: 10, 10 and 9, not 14, 14
+// and 1; Q8_0, 13 rows: 7 and 6); the first streams the tile, the others read it from cache (Q8_0: its bf16 copy in `wide`).
 template <Weights W>
 void tile_all_rows(const uint16_t* x, int64_t m, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
-  const int64_t passes = (m + kRowsPerPass - 1) / kRowsPerPass;
+  const int64_t passes = (m + kRowsPerPass<W> - 1) / kRowsPerPass<W>;
   int64_t row = 0;
   for (int64_t p = 0; p < passes; ++p) {
     const int64_t rows = (m - row) / (passes - p);
@@ -171,12 +179,12 @@ at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf til
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
   const int64_t chunk = W == Weights::kQ8
-      ? m : std::max<int64_t>(kRowsPerPass, kRowChunkBytes / (2 * k) / kRowsPerPass * kRowsPerPass);
+      ? m : std::max<int64_t>(kRowsPerPass<W>, kRowChunkBytes / (2 * k) / kRowsPerPass<W> * kRowsPerPass<W>);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     // One tile in bf16 (Q8_0, several passes), per thread, reused from call to call: a fresh
     // 64-192 KB allocation would be a fresh mapping, page faults included, per product.
     thread_local std::vector<uint16_t> wide;
-    if (W == Weights::kQ8 && m > kRowsPerPass && wide.size() < static_cast<size_t>(k * kTile))
+    if (W == Weights::kQ8 && m > kRowsPerPass<W> && wide.size() < static_cast<size_t>(k * kTile))
       wide.resize(k * kTile);
     for (int64_t row = 0; row < m; row += chunk) {
       const int64_t rows = std::min(chunk, m - row);
