@@ -12,7 +12,7 @@ from q3embed import Embedder, Reranker
 from q3embed.model import attention
 from q3embed.model.attention import CpuKernel, Layout, SdpaLoop, choose_attention
 from q3embed.model.block_linear import cpu_kernels_available, cpu_kernels_preferred
-from q3embed.model.kernels import CPU_NATIVE, EAGER, norm_rope, rms_norm
+from q3embed.model.kernels import CPU_NATIVE, EAGER, norm_rope, rms_norm, swiglu
 from q3embed.model.qwen3 import rope_cos_sin
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
@@ -49,6 +49,18 @@ def test_norm_rope_is_the_eager_norm_rope(tokens, heads, head_dim, per_head_weig
     _assert_nearly_equal(CPU_NATIVE.norm_rope(x, weight, cos, sin, 1e-6), norm_rope(x, weight, cos, sin, 1e-6))
 
 
+@pytest.mark.parametrize("tokens, width", [(1, 128), (13, 3072), (400, 3072)])
+def test_swiglu_is_the_eager_swiglu(tokens, width):
+    generator = torch.Generator().manual_seed(tokens)
+    gate_up = (torch.randn(tokens, 2 * width, generator=generator) * 4).bfloat16()
+    gate_up[0, :16] = torch.tensor([-200, -100, -88.8, -1e30, 1e30, float("inf"), float("-inf"), float("nan"),
+                                    -1, 0, 1, 50, 88.8, 100, 200, -3])  # the ends of e^x's range
+    gate, up = gate_up.split(width, dim=-1)  # the fused projection's two halves, rows at a stride
+    got, expected = CPU_NATIVE.swiglu(gate, up), swiglu(gate, up)
+    assert torch.equal(got.isnan(), expected.isnan())
+    _assert_nearly_equal(got.nan_to_num(), expected.nan_to_num())
+
+
 def test_the_native_kernels_leave_what_they_do_not_take_to_the_eager_ones():
     x = torch.randn(3, 64)  # fp32
     weight = torch.ones(64)
@@ -69,7 +81,7 @@ def _qkv(seq_lens: list[int], heads: int, kv_heads: int, head_dim: int) -> tuple
     return q, k, v
 
 
-@pytest.mark.parametrize("seq_lens", [[1], [13], [16, 17], [5, 300, 1, 40], [600]])
+@pytest.mark.parametrize("seq_lens", [[1], [3], [13], [16, 17], [5, 300, 1, 40], [600]])  # 4 queries a pass, tails
 @pytest.mark.parametrize("heads, kv_heads, head_dim", [(16, 8, 128), (4, 2, 32), (4, 4, 64)])
 def test_attention_is_as_close_to_fp32_as_sdpa(seq_lens, heads, kv_heads, head_dim):
     q, k, v = _qkv(seq_lens, heads, kv_heads, head_dim)
@@ -106,7 +118,7 @@ def test_the_cpu_kernel_backend_hands_what_it_does_not_take_to_sdpa(monkeypatch)
     expected = SdpaLoop().causal(q, k, v, layout, None)
     assert torch.equal(CpuKernel().causal(q, k, v, layout, None), expected) and calls == ["causal"]
     prefix = (torch.randn(3, 2, 32).bfloat16(), torch.randn(3, 2, 32).bfloat16())  # the reranker's shared prefix
-    monkeypatch.setattr(attention, "CPU_KERNEL_MAX_LEN", 384)
+    monkeypatch.setattr(attention, "CPU_KERNEL_MAX_LEN", 4096)
     CpuKernel().causal(q, k, v, Layout([6, 9], 3), prefix)
     assert calls == ["causal", "causal"]
 

@@ -80,7 +80,7 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default="auto",
                         help="attention over a packed batch: varlen = one FlashAttention call per layer (CUDA, "
                         "bf16/fp16, torch >= 2.9); cpu-kernel = q3embed's own, one call per layer (bf16 on an "
-                        "AVX512-BF16 CPU without AMX; sequences up to 384 tokens, SDPA beyond); sdpa = one call "
+                        "AVX512-BF16 CPU without AMX; sequences up to 4,096 tokens, SDPA beyond); sdpa = one call "
                         "per sequence; auto = varlen on a GPU, cpu-kernel where it runs, else sdpa (default: auto)")
     parser.add_argument("--quantize", choices=QUANTIZE_MODES, default="none",
                         help="int8 = the decoder's matrix products in int8 on a CPU (fbgemm; single queries "

@@ -7,10 +7,10 @@
                Nested jagged tensors are no alternative: their SDPA refuses is_causal.
     CpuKernel  q3embed's own kernel (csrc/decoder_ops.cpp): one call per layer for the whole
                batch, grouped-query heads read in place, bf16 on a CPU where q3embed's kernels
-               run (model.block_linear). 4-5x faster than SDPA for a 13-27-token query, 3x for
-               16 sequences of 64 tokens; from ~512 tokens SDPA's blocked kernel wins (a query row
-               at a time rereads the keys from L3), so a batch longer than CPU_KERNEL_MAX_LEN, or
-               one continuing a prefix (the reranker's), runs the SdpaLoop.
+               run (model.block_linear). 5-6x faster than SDPA for a 13-27-token query or 16
+               sequences of 64 tokens, 2.3x at 512 tokens, as fast at 2,048-4,096 (2-core Zen 4);
+               a batch longer than CPU_KERNEL_MAX_LEN, or one continuing a prefix (the
+               reranker's), runs the SdpaLoop.
     Varlen     torch.nn.attention.varlen.varlen_attn: FlashAttention over the whole packed batch
                in one call per layer, sequences told apart by cumulative lengths (cu_seqlens).
                On a GPU the loop costs a kernel launch per sequence per layer (thousands per
@@ -40,9 +40,9 @@ __all__ = ["AttentionBackend", "Layout", "SdpaLoop", "Varlen", "CpuKernel", "ATT
            "varlen_available", "varlen_attention_function", "CPU_KERNEL_MAX_LEN"]
 
 ATTENTION_CHOICES = ("auto", "sdpa", "varlen", "cpu-kernel")
-# The longest sequence CpuKernel attends itself (2-core Zen 4, bf16, 0.6B heads: at 300 tokens
-# 1.8x faster than SDPA, at 512 0.8-1.3x, at 2,048 3x slower; docs/benchmarks.md).
-CPU_KERNEL_MAX_LEN = 384
+# The longest sequence CpuKernel attends itself: as far as it was measured against SDPA (2-core
+# Zen 4, bf16, 0.6B heads: 2.3x faster at 512 tokens, 1.0-1.2x at 1,024-4,096; docs/benchmarks.md).
+CPU_KERNEL_MAX_LEN = 4096
 Prefix = tuple[Tensor, Tensor]  # k, v of a shared prefix: [P, kv_heads, head_dim] each
 
 

@@ -15,7 +15,8 @@ fused, it would skip the bf16 rounding of silu's output that the reference perfo
 `EAGER` is the plain version; `compiled_kernels()` falls back to it for good if compilation
 fails (no C++ compiler, an unsupported platform). `CPU_NATIVE` runs each function as one call of
 q3embed's own kernels (csrc/decoder_ops.cpp) on bf16 where they run (model.block_linear's
-`cpu_kernels_run`): the same values but for the order of one fp32 sum, without a compile, and at
+`cpu_kernels_run`), SwiGLU included: the same values but for the order of one fp32 sum and a
+rare last-bit flip of silu (its own e^x), without a compile, and at
 13 tokens 4-6x faster than eager or compiled (per-call overhead, not arithmetic, is what a short
 query pays); `KernelSchedule.for_model` picks it there instead of the compiled set.
 """
@@ -30,10 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Kernels", "EAGER", "CPU_NATIVE", "compiled_kernels", "can_compile", "rms_norm", "apply_rope",
-           "norm_rope", "KernelSchedule"]
+           "norm_rope", "swiglu", "KernelSchedule"]
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,16 @@ def norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -
     return apply_rope(rms_norm(x, weight, eps), cos, sin)
 
 
+def swiglu(gate: Tensor, up: Tensor) -> Tensor:
+    """The MLP's silu(gate) * up: [T, intermediate] each -> [T, intermediate]."""
+    return F.silu(gate) * up
+
+
 @dataclass(frozen=True)
 class Kernels:
     rms_norm: Callable[[Tensor, Tensor, float], Tensor]
     norm_rope: Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor]
+    swiglu: Callable[[Tensor, Tensor], Tensor] = swiglu  # compiled sets keep it eager (see above)
 
 
 EAGER = Kernels(rms_norm, norm_rope)
@@ -94,7 +102,15 @@ def native_norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: f
     return torch.ops.q3embed_cpu.norm_rope(x, weight, cos.contiguous(), sin.contiguous(), eps)
 
 
-CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope)
+def native_swiglu(gate: Tensor, up: Tensor) -> Tensor:
+    """swiglu as one call of q3embed_cpu::silu_mul (gate and up may be the two halves of one
+    fused projection's output) where it takes them, else eagerly."""
+    if not _native_takes(gate, up) or gate.dim() != 2 or up.stride(-1) != 1 or gate.shape != up.shape:
+        return swiglu(gate, up)
+    return torch.ops.q3embed_cpu.silu_mul(gate, up)
+
+
+CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope, native_swiglu)
 
 
 class _CompiledOrEager:

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AttentionBackend, Layout, SdpaLoop
@@ -174,6 +173,7 @@ class MLP(nn.Module):
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.gate_up_proj: Linear | None = None  # fuse_projections: gate and up in one product
+        self.kernels = EAGER
 
     def fuse_projections(self) -> None:
         """gate_proj and up_proj become one Linear (one product instead of two, the same values)."""
@@ -185,7 +185,7 @@ class MLP(nn.Module):
             gate, up = self.gate_proj(x), self.up_proj(x)
         else:
             gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)  # 2 x [T, intermediate]
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(self.kernels.swiglu(gate, up))
 
 
 def _concatenated(parts: tuple[nn.Module, ...]) -> nn.Module:
@@ -271,7 +271,7 @@ class Qwen3Model(nn.Module):
     def use_kernels(self, kernels: Kernels) -> None:
         """Run the elementwise kernels eagerly (the default) or compiled (see model.kernels)."""
         for module in self.modules():
-            if isinstance(module, (RMSNorm, Attention)):
+            if isinstance(module, (RMSNorm, Attention, MLP)):
                 module.kernels = kernels
 
     def prefill(self, input_ids: Tensor) -> KVPrefix:

@@ -1,5 +1,6 @@
 // The decoder's operations besides its linear layers, on an AVX512-BF16 CPU in bf16: RMSNorm, the
-// per-head RMSNorm + RoPE of q and k, and causal attention over a packed batch.
+// per-head RMSNorm + RoPE of q and k, SwiGLU's silu(gate) * up, and causal attention over a packed
+// batch.
 //
 // Why. On 2 cores an interactive query of 13 tokens spent ~14 of its ~45 ms outside the matrix
 // products: per layer torch dispatches a dozen small operations (RMSNorm alone is 5, ~28 us at 13
@@ -11,7 +12,9 @@
 // normed value rounded to bf16 before the weight multiply (a bf16 product); RoPE in fp32 on the
 // normed bf16 values, x cos + rotate_half(x) sin rounded once. Built with -ffp-contract=off so
 // no multiply and add are fused where torch rounds between them: the only difference from eager
-// torch is the order of the fp32 sum of squares (a rare last-bit flip of a bf16 value).
+// torch is the order of the fp32 sum of squares (a rare last-bit flip of a bf16 value). SwiGLU:
+// silu in fp32, rounded to bf16, times up (torch's two roundings); e^x is ours, within ~2 ulp of
+// torch's (Sleef's), so a bf16 silu value may differ in its last bit, rarely.
 // Attention: q k^T with bf16 dot products summed in fp32 (vdpbf16ps), softmax and p v in fp32,
 // the output rounded to bf16 once; SDPA's CPU kernel rounds the probabilities to bf16 before p v,
 // so this is the closer of the two to the fp32 computation.
@@ -152,31 +155,61 @@ at::Tensor norm_rope(const at::Tensor& x, const at::Tensor& weight, const at::Te
 
 // -------------------------------------------------------------------------------------- attention
 
-// e^x for x <= 0 (scores minus their maximum), to ~2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by
-// its degree-6 Taylor polynomial, times 2^n. Below -87.3 the result is 0 (fp32 underflow).
-Q3_INLINE __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+// e^x to ~2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial, times 2^n
+// (scalef: gradual underflow below 2^-126); +inf past fp32's range, 0 below its least denormal.
+Q3_INLINE __m512 exp_ps(__m512 x) {
+  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln 2 in two parts: r exact
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), clamped);  // ln 2 in two parts: r exact
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p = _mm512_set1_ps(1.0f / 720);
   for (const float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  const __m512 result = _mm512_scalef_ps(p, n);
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LE_OQ), result, _mm512_setzero_ps());
+  __m512 result = _mm512_scalef_ps(p, n);
+  result = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72f), _CMP_GT_OQ), result,
+                                _mm512_set1_ps(std::numeric_limits<float>::infinity()));
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ), result, _mm512_setzero_ps());
 }
+
+// ----------------------------------------------------------------------------------------- SwiGLU
+
+// silu(gate) * up, gate and up [rows, width] (rows at any stride, each contiguous) -> [rows, width]:
+// silu in fp32 as torch computes it, x / (1 + e^-x), rounded to bf16, then the bf16 product.
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
+  check_bf16(gate, "gate");
+  check_bf16(up, "up");
+  TORCH_CHECK(gate.dim() == 2 && gate.sizes() == up.sizes() && gate.stride(1) == 1 && up.stride(1) == 1,
+              "gate and up must be [rows, width] alike, with contiguous rows");
+  const int64_t rows = gate.size(0), width = gate.size(1);
+  TORCH_CHECK(width % kLanes == 0, "width must be a multiple of 16");
+  at::Tensor out = at::empty({rows, width}, gate.options());
+  const at::BFloat16 *gp = gate.data_ptr<at::BFloat16>(), *up_ = up.data_ptr<at::BFloat16>();
+  at::BFloat16* op = out.data_ptr<at::BFloat16>();
+  const __m512 one = _mm512_set1_ps(1.0f);
+  at::parallel_for(0, rows, std::max<int64_t>(1, kParallelElements / width), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row)
+      for (int64_t i = 0; i < width; i += kLanes) {
+        const __m512 g = load_bf16(gp + row * gate.stride(0) + i);
+        const __m512 silu = round_bf16(_mm512_div_ps(g, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g)))));
+        store_bf16(op + row * width + i, _mm512_mul_ps(silu, load_bf16(up_ + row * up.stride(0) + i)));
+      }
+  });
+  return out;
+}
+
+// -------------------------------------------------------------------------------------- attention
 
 // Per thread, one (sequence, kv head)'s keys and values in the layouts the loops read.
 struct KeyValueScratch {
   std::vector<at::BFloat16> keys;  // [d/2, L16, 2]: per dimension pair, 16 keys at a time in vdpbf16ps order
   std::vector<float> values;       // [L, d] fp32
-  std::vector<float> scores;       // [L16]
+  std::vector<float> scores;       // [kQueryRows, L16]: a block's scores, then probabilities
 };
 
-struct AttentionShape {
-  int64_t heads, kv_heads, dim;
-  float scale;
-};
+// Queries attended together (consecutive tokens of one head): each key and value line loaded is
+// used this many times, so a long sequence's keys are read from cache a quarter as often (at 2,048
+// tokens one query at a time was 3x slower than SDPA, its keys and values past L2).
+constexpr int kQueryRows = 4;
 
 // Keys [L, d] (row stride k_stride) -> scratch.keys [d/2, L16, 2]; values -> fp32 [L, d].
 void stage_keys_values(const at::BFloat16* k, const at::BFloat16* v, int64_t length, int64_t k_stride,
@@ -184,7 +217,7 @@ void stage_keys_values(const at::BFloat16* k, const at::BFloat16* v, int64_t len
   const int64_t padded = (length + kLanes - 1) / kLanes * kLanes;
   s.keys.assign(dim * padded, at::BFloat16(0.0f));
   s.values.resize(length * dim);
-  s.scores.resize(padded);
+  s.scores.resize(kQueryRows * padded);
   for (int64_t j = 0; j < length; ++j) {
     const at::BFloat16* kj = k + j * k_stride;
     for (int64_t d = 0; d < dim; d += 2) {
@@ -195,57 +228,106 @@ void stage_keys_values(const at::BFloat16* k, const at::BFloat16* v, int64_t len
   }
 }
 
-// out [16W] = sum over keys j of p[j] values[j] (fp32 [keys, dim], this block's 16W columns),
-// divided by the probabilities' total.
-template <int W>
-Q3_INLINE void weighted_values(const float* p, int64_t keys, const float* values, int64_t dim, float inverse_total,
-                               at::BFloat16* out) {
-  __m512 acc[W];
-  for (int i = 0; i < W; ++i) acc[i] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < keys; ++j) {
-    const __m512 pj = _mm512_set1_ps(p[j]);
-    for (int i = 0; i < W; ++i) acc[i] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(values + j * dim + i * kLanes), acc[i]);
-  }
-  for (int i = 0; i < W; ++i) store_bf16(out + i * kLanes, _mm512_mul_ps(acc[i], _mm512_set1_ps(inverse_total)));
+Q3_INLINE __mmask16 first_lanes(int64_t count) {  // the lowest `count` lanes (0..16)
+  return count <= 0 ? 0 : count >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1);
 }
 
-// One query row q [d] against keys 0 .. keys-1 of the staged sequence -> out [d] (bf16).
-void attend_one(const at::BFloat16* q, int64_t keys, int64_t padded, int64_t dim, float scale,
-                KeyValueScratch& s, at::BFloat16* out) {
-  float* scores = s.scores.data();
-  const auto* pairs = reinterpret_cast<const int32_t*>(q);  // q's dimension pairs, 2 bf16 each
-  __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+// Scores of R query rows against the staged keys: row r sees keys 0 .. keys0 + r - 1; into
+// scores [R, padded], scaled, -inf past each row's last key; -> nothing (probabilities follow).
+template <int R>
+Q3_INLINE void block_scores(const at::BFloat16* const* q, int64_t keys0, int64_t padded, int64_t dim, float scale,
+                            KeyValueScratch& s) {
+  const int64_t keys = keys0 + R - 1;  // the last row's
   for (int64_t j = 0; j < keys; j += kLanes) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[R][2];  // two chains a row: a dot product's latency, not its rate, would bind
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const at::BFloat16* block = s.keys.data() + j * 2;
-    for (int64_t p = 0; p < dim / 2; p += 4)  // 4 chains: a dot product's latency, not its rate, would bind
-      for (int i = 0; i < 4; ++i) {
-        const __m512bh kp = (__m512bh)_mm512_loadu_si512(block + (p + i) * padded * 2);
-        acc[i] = _mm512_dpbf16_ps(acc[i], kp, (__m512bh)_mm512_set1_epi32(pairs[p + i]));
+    for (int64_t p = 0; p < dim / 2; p += 2) {
+      const __m512bh k0 = (__m512bh)_mm512_loadu_si512(block + p * padded * 2);
+      const __m512bh k1 = (__m512bh)_mm512_loadu_si512(block + (p + 1) * padded * 2);
+      for (int r = 0; r < R; ++r) {
+        const auto* pairs = reinterpret_cast<const int32_t*>(q[r]);  // q's dimension pairs, 2 bf16 each
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], k0, (__m512bh)_mm512_set1_epi32(pairs[p]));
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], k1, (__m512bh)_mm512_set1_epi32(pairs[p + 1]));
       }
-    __m512 sc = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
-                              _mm512_set1_ps(scale));
-    const int64_t live = std::min<int64_t>(kLanes, keys - j);  // keys past the causal end: -inf
-    sc = _mm512_mask_blend_ps(static_cast<__mmask16>((1u << live) - 1), _mm512_set1_ps(-INFINITY), sc);
-    _mm512_storeu_ps(scores + j, sc);
-    top = _mm512_max_ps(top, sc);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 sc = _mm512_mul_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_set1_ps(scale));
+      _mm512_storeu_ps(s.scores.data() + r * padded + j,
+                       _mm512_mask_blend_ps(first_lanes(keys0 + r - j), _mm512_set1_ps(-INFINITY), sc));
+    }
   }
+}
+
+// Softmax of one row of scores over `keys` (rounded up to 16: the padding is -inf, so 0) in place;
+// -> 1 / the total of e^(s - max).
+Q3_INLINE float softmax_numerators(float* scores, int64_t keys) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < keys; j += kLanes) top = _mm512_max_ps(top, _mm512_loadu_ps(scores + j));
   const __m512 maximum = _mm512_set1_ps(_mm512_reduce_max_ps(top));
   __m512 total = _mm512_setzero_ps();
   for (int64_t j = 0; j < keys; j += kLanes) {
-    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(scores + j), maximum));
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(scores + j), maximum));
     _mm512_storeu_ps(scores + j, e);
     total = _mm512_add_ps(total, e);
   }
-  const float inverse_total = 1.0f / _mm512_reduce_add_ps(total);
-  for (int64_t d0 = 0; d0 < dim; d0 += 8 * kLanes) {  // up to 128 dimensions at a time, in registers
-    const float* values = s.values.data() + d0;
-    switch (std::min<int64_t>(8, (dim - d0) / kLanes)) {  // d is a multiple of 32: an even count
-      case 2: weighted_values<2>(scores, keys, values, dim, inverse_total, out + d0); break;
-      case 4: weighted_values<4>(scores, keys, values, dim, inverse_total, out + d0); break;
-      case 6: weighted_values<6>(scores, keys, values, dim, inverse_total, out + d0); break;
-      default: weighted_values<8>(scores, keys, values, dim, inverse_total, out + d0); break;
+  return 1.0f / _mm512_reduce_add_ps(total);
+}
+
+// out_r [16W] = sum over keys j of p_r[j] values[j] (fp32 [keys, dim], this block's 16W columns),
+// over the row's total, for R rows at once (R x W accumulators; each value line loaded once).
+template <int R, int W>
+Q3_INLINE void weighted_values(const float* p, int64_t padded, int64_t keys, const float* values, int64_t dim,
+                               const float* inverse_total, at::BFloat16* const* out) {
+  __m512 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < W; ++i) acc[r][i] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < keys; ++j) {
+    __m512 line[W];
+    for (int i = 0; i < W; ++i) line[i] = _mm512_loadu_ps(values + j * dim + i * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const __m512 pj = _mm512_set1_ps(p[r * padded + j]);  // 0 past row r's last key
+      for (int i = 0; i < W; ++i) acc[r][i] = _mm512_fmadd_ps(pj, line[i], acc[r][i]);
     }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < W; ++i) store_bf16(out[r] + i * kLanes, _mm512_mul_ps(acc[r][i], _mm512_set1_ps(inverse_total[r])));
+}
+
+// R query rows q[r] [d] of one head, row r attending keys 0 .. keys0 + r - 1 of the staged
+// sequence -> out[r] [d] (bf16).
+template <int R>
+void attend_rows(const at::BFloat16* const* q, int64_t keys0, int64_t padded, int64_t dim, float scale,
+                 KeyValueScratch& s, at::BFloat16* const* out) {
+  block_scores<R>(q, keys0, padded, dim, scale, s);
+  float inverse_total[R];
+  for (int r = 0; r < R; ++r) inverse_total[r] = softmax_numerators(s.scores.data() + r * padded, keys0 + R - 1);
+  const int64_t keys = keys0 + R - 1;
+  for (int64_t d0 = 0; d0 < dim; d0 += 4 * kLanes) {  // 64 dimensions at a time: R x 4 accumulators
+    at::BFloat16* out_d[R];
+    for (int r = 0; r < R; ++r) out_d[r] = out[r] + d0;
+    const float* values = s.values.data() + d0;
+    if (dim - d0 >= 4 * kLanes) weighted_values<R, 4>(s.scores.data(), padded, keys, values, dim, inverse_total, out_d);
+    else weighted_values<R, 2>(s.scores.data(), padded, keys, values, dim, inverse_total, out_d);  // d % 32 == 0
+  }
+}
+
+// Queries first .. last - 1 of one head of the staged sequence, kQueryRows at a time; query i
+// (a row of q at q_row(i)) sees keys 0 .. i.
+template <typename QRow, typename OutRow>
+void attend_queries(int64_t first, int64_t last, QRow q_row, OutRow out_row, int64_t padded, int64_t dim, float scale,
+                    KeyValueScratch& s) {
+  int64_t i = first;
+  for (; i + kQueryRows <= last; i += kQueryRows) {
+    const at::BFloat16* q[kQueryRows];
+    at::BFloat16* out[kQueryRows];
+    for (int r = 0; r < kQueryRows; ++r) q[r] = q_row(i + r), out[r] = out_row(i + r);
+    attend_rows<kQueryRows>(q, i + 1, padded, dim, scale, s, out);
+  }
+  for (; i < last; ++i) {
+    const at::BFloat16* q[1] = {q_row(i)};
+    at::BFloat16* out[1] = {out_row(i)};
+    attend_rows<1>(q, i + 1, padded, dim, scale, s, out);
   }
 }
 
@@ -291,11 +373,11 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
       const int64_t padded = (item.last + kLanes - 1) / kLanes * kLanes;
       stage_keys_values(kp + start * k.stride(0) + g * dim, vp + start * v.stride(0) + g * dim, item.last,
                         k.stride(0), v.stride(0), dim, scratch);
-      for (int64_t h = g * groups; h < (g + 1) * groups; ++h)
-        for (int64_t i = item.first; i < item.last; ++i) {
-          const int64_t row = last_only ? item.sequence : start + i;
-          attend_one(qp + row * q.stride(0) + h * dim, i + 1, padded, dim, scale, scratch, op + (row * heads + h) * dim);
-        }
+      for (int64_t h = g * groups; h < (g + 1) * groups; ++h) {
+        auto row = [&](int64_t i) { return last_only ? item.sequence : start + i; };  // query i's row of q and out
+        attend_queries(item.first, item.last, [&](int64_t i) { return qp + row(i) * q.stride(0) + h * dim; },
+                       [&](int64_t i) { return op + (row(i) * heads + h) * dim; }, padded, dim, scale, scratch);
+      }
     }
   });
   return out;
@@ -306,11 +388,13 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 TORCH_LIBRARY_FRAGMENT(q3embed_cpu, lib) {
   lib.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   lib.def("norm_rope(Tensor x, Tensor weight, Tensor cos, Tensor sin, float eps) -> Tensor");
+  lib.def("silu_mul(Tensor gate, Tensor up) -> Tensor");
   lib.def("causal_attention(Tensor q, Tensor k, Tensor v, int[] seq_lens, bool last_only) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
   lib.impl("rms_norm", &rms_norm);
   lib.impl("norm_rope", &norm_rope);
+  lib.impl("silu_mul", &silu_mul);
   lib.impl("causal_attention", &causal_attention);
 }
