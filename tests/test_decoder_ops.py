@@ -1,6 +1,6 @@
 """q3embed's CPU kernels for the decoder's other operations (csrc/decoder_ops.cpp): RMSNorm and the
 q/k norm + RoPE compute the eager kernels' values (but for the order of one fp32 sum), attention is
-at least as close to the fp32 computation as SDPA in bf16, and the engine runs them where they run."""
+as close to the fp32 computation as SDPA in bf16, and the engine runs them where they run."""
 
 from __future__ import annotations
 

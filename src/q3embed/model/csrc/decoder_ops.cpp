@@ -15,9 +15,9 @@
 // torch is the order of the fp32 sum of squares (a rare last-bit flip of a bf16 value). SwiGLU:
 // silu in fp32, rounded to bf16, times up (torch's two roundings); e^x is ours, within ~2 ulp of
 // torch's (Sleef's), so a bf16 silu value may differ in its last bit, rarely.
-// Attention: q k^T with bf16 dot products summed in fp32 (vdpbf16ps), softmax and p v in fp32,
-// the output rounded to bf16 once; SDPA's CPU kernel rounds the probabilities to bf16 before p v,
-// so this is the closer of the two to the fp32 computation.
+// Attention: q k^T with bf16 dot products summed in fp32 (vdpbf16ps), softmax in fp32, the
+// probabilities rounded to bf16 for p v (summed in fp32) as SDPA's CPU kernel does, the output
+// rounded to bf16 once: as close to the fp32 computation as SDPA (tests/test_decoder_ops.py).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -202,8 +202,9 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 // Per thread, one (sequence, kv head)'s keys and values in the layouts the loops read.
 struct KeyValueScratch {
   std::vector<at::BFloat16> keys;  // [d/2, L16, 2]: per dimension pair, 16 keys at a time in vdpbf16ps order
-  std::vector<float> values;       // [L, d] fp32
-  std::vector<float> scores;       // [kQueryRows, L16]: a block's scores, then probabilities
+  std::vector<at::BFloat16> values;  // [L16/2, d, 2]: per key pair, each dimension's two values
+  std::vector<float> scores;         // [kQueryRows, L16]: a block's scores, then probabilities
+  std::vector<at::BFloat16> probabilities;  // [kQueryRows, L16]: those rounded to bf16 for p v
 };
 
 // Queries attended together (consecutive tokens of one head): each key and value line loaded is
@@ -211,20 +212,23 @@ struct KeyValueScratch {
 // tokens one query at a time was 3x slower than SDPA, its keys and values past L2).
 constexpr int kQueryRows = 4;
 
-// Keys [L, d] (row stride k_stride) -> scratch.keys [d/2, L16, 2]; values -> fp32 [L, d].
+// Keys [L, d] (row stride k_stride) -> scratch.keys [d/2, L16, 2]; values -> [L16/2, d, 2]
+// (both in vdpbf16ps operand order; the padding keys zero).
 void stage_keys_values(const at::BFloat16* k, const at::BFloat16* v, int64_t length, int64_t k_stride,
                        int64_t v_stride, int64_t dim, KeyValueScratch& s) {
   const int64_t padded = (length + kLanes - 1) / kLanes * kLanes;
   s.keys.assign(dim * padded, at::BFloat16(0.0f));
-  s.values.resize(length * dim);
+  s.values.assign(padded * dim, at::BFloat16(0.0f));
   s.scores.resize(kQueryRows * padded);
+  s.probabilities.resize(kQueryRows * padded);
   for (int64_t j = 0; j < length; ++j) {
     const at::BFloat16* kj = k + j * k_stride;
     for (int64_t d = 0; d < dim; d += 2) {
       s.keys[(d / 2 * padded + j) * 2] = kj[d];
       s.keys[(d / 2 * padded + j) * 2 + 1] = kj[d + 1];
     }
-    for (int64_t d = 0; d < dim; d += kLanes) _mm512_storeu_ps(&s.values[j * dim + d], load_bf16(v + j * v_stride + d));
+    const at::BFloat16* vj = v + j * v_stride;
+    for (int64_t d = 0; d < dim; ++d) s.values[((j / 2) * dim + d) * 2 + j % 2] = vj[d];
   }
 }
 
@@ -274,20 +278,23 @@ Q3_INLINE float softmax_numerators(float* scores, int64_t keys) {
   return 1.0f / _mm512_reduce_add_ps(total);
 }
 
-// out_r [16W] = sum over keys j of p_r[j] values[j] (fp32 [keys, dim], this block's 16W columns),
-// over the row's total, for R rows at once (R x W accumulators; each value line loaded once).
+// out_r [16W] = sum over keys j of p_r[j] values[j] (this block's 16W dimensions), over the row's
+// total, for R rows at once (R x W accumulators; each line of two keys' values loaded once): one
+// vdpbf16ps per key pair, p in bf16 as SDPA's CPU kernel has it (fp32 FMAs ran at half the rate).
 template <int R, int W>
-Q3_INLINE void weighted_values(const float* p, int64_t padded, int64_t keys, const float* values, int64_t dim,
-                               const float* inverse_total, at::BFloat16* const* out) {
+Q3_INLINE void weighted_values(const at::BFloat16* p, int64_t padded, int64_t keys, const at::BFloat16* values,
+                               int64_t dim, const float* inverse_total, at::BFloat16* const* out) {
   __m512 acc[R][W];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < W; ++i) acc[r][i] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < keys; ++j) {
-    __m512 line[W];
-    for (int i = 0; i < W; ++i) line[i] = _mm512_loadu_ps(values + j * dim + i * kLanes);
+  for (int64_t pair = 0; pair < (keys + 1) / 2; ++pair) {
+    __m512bh line[W];
+    for (int i = 0; i < W; ++i) line[i] = (__m512bh)_mm512_loadu_si512(values + (pair * dim + i * kLanes) * 2);
     for (int r = 0; r < R; ++r) {
-      const __m512 pj = _mm512_set1_ps(p[r * padded + j]);  // 0 past row r's last key
-      for (int i = 0; i < W; ++i) acc[r][i] = _mm512_fmadd_ps(pj, line[i], acc[r][i]);
+      int32_t two;  // p_r of keys 2 pair, 2 pair + 1 (0 past row r's last key)
+      std::memcpy(&two, p + r * padded + 2 * pair, sizeof(two));
+      const __m512bh pr = (__m512bh)_mm512_set1_epi32(two);
+      for (int i = 0; i < W; ++i) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], line[i], pr);
     }
   }
   for (int r = 0; r < R; ++r)
@@ -301,14 +308,19 @@ void attend_rows(const at::BFloat16* const* q, int64_t keys0, int64_t padded, in
                  KeyValueScratch& s, at::BFloat16* const* out) {
   block_scores<R>(q, keys0, padded, dim, scale, s);
   float inverse_total[R];
-  for (int r = 0; r < R; ++r) inverse_total[r] = softmax_numerators(s.scores.data() + r * padded, keys0 + R - 1);
   const int64_t keys = keys0 + R - 1;
+  for (int r = 0; r < R; ++r) {
+    float* row = s.scores.data() + r * padded;
+    inverse_total[r] = softmax_numerators(row, keys);
+    for (int64_t j = 0; j < keys; j += kLanes) store_bf16(s.probabilities.data() + r * padded + j, _mm512_loadu_ps(row + j));
+  }
   for (int64_t d0 = 0; d0 < dim; d0 += 4 * kLanes) {  // 64 dimensions at a time: R x 4 accumulators
     at::BFloat16* out_d[R];
     for (int r = 0; r < R; ++r) out_d[r] = out[r] + d0;
-    const float* values = s.values.data() + d0;
-    if (dim - d0 >= 4 * kLanes) weighted_values<R, 4>(s.scores.data(), padded, keys, values, dim, inverse_total, out_d);
-    else weighted_values<R, 2>(s.scores.data(), padded, keys, values, dim, inverse_total, out_d);  // d % 32 == 0
+    const at::BFloat16* values = s.values.data() + d0 * 2;
+    const at::BFloat16* p = s.probabilities.data();
+    if (dim - d0 >= 4 * kLanes) weighted_values<R, 4>(p, padded, keys, values, dim, inverse_total, out_d);
+    else weighted_values<R, 2>(p, padded, keys, values, dim, inverse_total, out_d);  // d % 32 == 0
   }
 }
 
