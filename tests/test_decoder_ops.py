@@ -96,6 +96,20 @@ def test_attention_is_as_close_to_fp32_as_sdpa(seq_lens, heads, kv_heads, head_d
     assert (got_last.float() - exact[last]).abs().max() <= sdpa_error * 1.25 + 1e-3
 
 
+@pytest.mark.parametrize("seq_lens", [[1], [6, 9], [40, 3, 17]])
+def test_attention_continues_a_shared_prefix_as_sdpa_does(seq_lens):
+    q, k, v = _qkv(seq_lens, 16, 8, 128)
+    prefix = _qkv([21], 16, 8, 128)[1:]  # a 21-token prefix's keys and values, views as the model keeps them
+    layout = Layout(seq_lens, 21)
+    exact = SdpaLoop().causal(q.float(), k.float(), v.float(), layout, tuple(x.float() for x in prefix))
+    sdpa_error = (SdpaLoop().causal(q, k, v, layout, prefix).float() - exact).abs().max()
+    got = CpuKernel().causal(q, k, v, layout, prefix)
+    assert (got.float() - exact).abs().max() <= sdpa_error * 1.25 + 1e-3
+    last = torch.tensor(seq_lens).cumsum(0) - 1
+    got_last = CpuKernel().last_token(q[last], k, v, layout, prefix)
+    assert (got_last.float() - exact[last]).abs().max() <= sdpa_error * 1.25 + 1e-3
+
+
 def test_attention_says_what_is_wrong_with_its_inputs():
     q, k, v = _qkv([4, 4], 4, 2, 32)
     with pytest.raises(RuntimeError, match="sum to the number of keys"):
@@ -118,7 +132,10 @@ def test_the_cpu_kernel_backend_hands_what_it_does_not_take_to_sdpa(monkeypatch)
     expected = SdpaLoop().causal(q, k, v, layout, None)
     assert torch.equal(CpuKernel().causal(q, k, v, layout, None), expected) and calls == ["causal"]
     prefix = (torch.randn(3, 2, 32).bfloat16(), torch.randn(3, 2, 32).bfloat16())  # the reranker's shared prefix
-    monkeypatch.setattr(attention, "CPU_KERNEL_MAX_LEN", 4096)
+    monkeypatch.setattr(attention, "CPU_KERNEL_MAX_LEN", 11)  # 9 own tokens and 3 of the prefix: past it
+    CpuKernel().causal(q, k, v, Layout([6, 9], 3), prefix)
+    assert calls == ["causal", "causal"]
+    monkeypatch.setattr(attention, "CPU_KERNEL_MAX_LEN", 12)
     CpuKernel().causal(q, k, v, Layout([6, 9], 3), prefix)
     assert calls == ["causal", "causal"]
 
@@ -139,12 +156,13 @@ def test_the_engine_attends_and_norms_on_the_kernels_where_they_run(tiny_embeddi
     reference = native.encode(texts)
     assert (ours * reference).sum(axis=1).min() >= 0.9999
     assert np.abs(ours - reference).max() <= 5e-3
-    reranker = Reranker(str(tiny_reranker_dir), dtype="bfloat16", device="cpu", reuse_prefix=False)
-    scorer = reranker._scorer.model  # noqa: SLF001
-    ours = np.array(reranker.score(QUERIES[0], DOCUMENTS))  # no prefix: every layer on the kernel
-    scorer.use_attention(SdpaLoop())
-    scorer.use_kernels(EAGER)
-    assert np.abs(ours - np.array(reranker.score(QUERIES[0], DOCUMENTS))).max() <= 2e-2
+    for reuse_prefix in (False, True):  # each pair in full; the shared prefix computed once
+        reranker = Reranker(str(tiny_reranker_dir), dtype="bfloat16", device="cpu", reuse_prefix=reuse_prefix)
+        scorer = reranker._scorer.model  # noqa: SLF001
+        ours = np.array(reranker.score(QUERIES[0], DOCUMENTS))
+        scorer.use_attention(SdpaLoop())
+        scorer.use_kernels(EAGER)
+        assert np.abs(ours - np.array(reranker.score(QUERIES[0], DOCUMENTS))).max() <= 2e-2
 
 
 def test_the_ops_trace_for_compiled_graphs():

@@ -9,8 +9,8 @@
                batch, grouped-query heads read in place, bf16 on a CPU where q3embed's kernels
                run (model.block_linear). 5-6x faster than SDPA for a 13-27-token query or 16
                sequences of 64 tokens, 2.3x at 512 tokens, as fast at 2,048-4,096 (2-core Zen 4);
-               a batch longer than CPU_KERNEL_MAX_LEN, or one continuing a prefix (the
-               reranker's), runs the SdpaLoop.
+               sequences continue a shared prefix (the reranker's) in the same call; a batch
+               longer than CPU_KERNEL_MAX_LEN (prefix included) runs the SdpaLoop.
     Varlen     torch.nn.attention.varlen.varlen_attn: FlashAttention over the whole packed batch
                in one call per layer, sequences told apart by cumulative lengths (cu_seqlens).
                On a GPU the loop costs a kernel launch per sequence per layer (thousands per
@@ -164,18 +164,20 @@ class CpuKernel:
         return Layout(seq_lens, prefix_len)
 
     @staticmethod
-    def _takes(q: Tensor, layout: Layout, prefix: Prefix | None) -> bool:
-        return prefix is None and q.dtype == torch.bfloat16 and layout.max_len <= CPU_KERNEL_MAX_LEN
+    def _takes(q: Tensor, layout: Layout) -> bool:
+        return q.dtype == torch.bfloat16 and layout.max_len + layout.prefix_len <= CPU_KERNEL_MAX_LEN
 
     def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
-        if not self._takes(q, layout, prefix):
+        if not self._takes(q, layout):
             return _SINGLE.causal(q, k, v, layout, prefix)
-        return torch.ops.q3embed_cpu.causal_attention(q, k, v, layout.seq_lens, False)  # [T, heads, d]
+        return torch.ops.q3embed_cpu.causal_attention(q, k, v, layout.seq_lens, False,
+                                                      *(prefix or (None, None)))  # [T, heads, d]
 
     def last_token(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
-        if not self._takes(q, layout, prefix):
+        if not self._takes(q, layout):
             return _SINGLE.last_token(q, k, v, layout, prefix)
-        return torch.ops.q3embed_cpu.causal_attention(q.contiguous(), k, v, layout.seq_lens, True)  # [B, heads, d]
+        return torch.ops.q3embed_cpu.causal_attention(q.contiguous(), k, v, layout.seq_lens, True,
+                                                      *(prefix or (None, None)))  # [B, heads, d]
 
 
 # ---------------------------------------------------------------------------- one call per layer

@@ -131,7 +131,8 @@ def _register_fake() -> None:
         return x.new_empty(x.shape)
 
     @torch.library.register_fake("q3embed_cpu::causal_attention")
-    def _attention(q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], last_only: bool) -> Tensor:
+    def _attention(q: Tensor, k: Tensor, v: Tensor, seq_lens: list[int], last_only: bool,
+                   prefix_k: Tensor | None = None, prefix_v: Tensor | None = None) -> Tensor:
         return q.new_empty(q.shape)
 
 

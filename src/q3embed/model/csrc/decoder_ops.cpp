@@ -28,6 +28,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <optional>
 #include <limits>
 #include <vector>
 
@@ -212,24 +214,33 @@ struct KeyValueScratch {
 // tokens one query at a time was 3x slower than SDPA, its keys and values past L2).
 constexpr int kQueryRows = 4;
 
-// Keys [L, d] (row stride k_stride) -> scratch.keys [d/2, L16, 2]; values -> [L16/2, d, 2]
-// (both in vdpbf16ps operand order; the padding keys zero).
-void stage_keys_values(const at::BFloat16* k, const at::BFloat16* v, int64_t length, int64_t k_stride,
-                       int64_t v_stride, int64_t dim, KeyValueScratch& s) {
+// Rows of keys and values of one kv head: `count` tokens at a stride.
+struct KeyValueRows {
+  const at::BFloat16* k;
+  const at::BFloat16* v;
+  int64_t count, k_stride, v_stride;
+};
+
+// The keys of `segments` laid end to end (a shared prefix's, then the sequence's own) -> scratch.keys
+// [d/2, L16, 2] and values [L16/2, d, 2], both in vdpbf16ps operand order, the padding keys zero.
+void stage_keys_values(std::initializer_list<KeyValueRows> segments, int64_t dim, KeyValueScratch& s) {
+  int64_t length = 0;
+  for (const KeyValueRows& rows : segments) length += rows.count;
   const int64_t padded = (length + kLanes - 1) / kLanes * kLanes;
   s.keys.assign(dim * padded, at::BFloat16(0.0f));
   s.values.assign(padded * dim, at::BFloat16(0.0f));
   s.scores.resize(kQueryRows * padded);
   s.probabilities.resize(kQueryRows * padded);
-  for (int64_t j = 0; j < length; ++j) {
-    const at::BFloat16* kj = k + j * k_stride;
-    for (int64_t d = 0; d < dim; d += 2) {
-      s.keys[(d / 2 * padded + j) * 2] = kj[d];
-      s.keys[(d / 2 * padded + j) * 2 + 1] = kj[d + 1];
+  int64_t j = 0;
+  for (const KeyValueRows& rows : segments)
+    for (int64_t t = 0; t < rows.count; ++t, ++j) {
+      const at::BFloat16 *kj = rows.k + t * rows.k_stride, *vj = rows.v + t * rows.v_stride;
+      for (int64_t d = 0; d < dim; d += 2) {
+        s.keys[(d / 2 * padded + j) * 2] = kj[d];
+        s.keys[(d / 2 * padded + j) * 2 + 1] = kj[d + 1];
+      }
+      for (int64_t d = 0; d < dim; ++d) s.values[((j / 2) * dim + d) * 2 + j % 2] = vj[d];
     }
-    const at::BFloat16* vj = v + j * v_stride;
-    for (int64_t d = 0; d < dim; ++d) s.values[((j / 2) * dim + d) * 2 + j % 2] = vj[d];
-  }
 }
 
 Q3_INLINE __mmask16 first_lanes(int64_t count) {  // the lowest `count` lanes (0..16)
@@ -325,35 +336,46 @@ void attend_rows(const at::BFloat16* const* q, int64_t keys0, int64_t padded, in
 }
 
 // Queries first .. last - 1 of one head of the staged sequence, kQueryRows at a time; query i
-// (a row of q at q_row(i)) sees keys 0 .. i.
+// (a row of q at q_row(i)) sees keys 0 .. prefix + i (the prefix's keys come first).
 template <typename QRow, typename OutRow>
-void attend_queries(int64_t first, int64_t last, QRow q_row, OutRow out_row, int64_t padded, int64_t dim, float scale,
-                    KeyValueScratch& s) {
+void attend_queries(int64_t first, int64_t last, int64_t prefix, QRow q_row, OutRow out_row, int64_t padded,
+                    int64_t dim, float scale, KeyValueScratch& s) {
   int64_t i = first;
   for (; i + kQueryRows <= last; i += kQueryRows) {
     const at::BFloat16* q[kQueryRows];
     at::BFloat16* out[kQueryRows];
     for (int r = 0; r < kQueryRows; ++r) q[r] = q_row(i + r), out[r] = out_row(i + r);
-    attend_rows<kQueryRows>(q, i + 1, padded, dim, scale, s, out);
+    attend_rows<kQueryRows>(q, prefix + i + 1, padded, dim, scale, s, out);
   }
   for (; i < last; ++i) {
     const at::BFloat16* q[1] = {q_row(i)};
     at::BFloat16* out[1] = {out_row(i)};
-    attend_rows<1>(q, i + 1, padded, dim, scale, s, out);
+    attend_rows<1>(q, prefix + i + 1, padded, dim, scale, s, out);
   }
 }
 
 // Causal attention over a packed batch: q [Tq, heads, d], k and v [T, kv_heads, d] (tokens at any
 // stride, heads contiguous), seq_lens summing to T. all rows: Tq = T, token i of a sequence sees
 // its keys 0 .. i; last_only: Tq = B, row b is sequence b's last token, which sees all its keys.
+// With prefix_k / prefix_v [P, kv_heads, d], every sequence continues that prefix: its token i
+// also sees the P prefix keys (the reranker's shared system prompt, instruction and query).
 // -> [Tq, heads, d]. Each work item stages its keys once for the `heads / kv_heads` query heads
 // that share them.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::IntArrayRef seq_lens,
-                            bool last_only) {
-  for (const at::Tensor* t : {&q, &k, &v}) {
-    check_bf16(*t, "q, k and v");
-    TORCH_CHECK(t->dim() == 3 && t->stride(2) == 1 && t->stride(1) == t->size(2), "q, k, v must be [T, heads, d], heads contiguous");
+                            bool last_only, const std::optional<at::Tensor>& prefix_k,
+                            const std::optional<at::Tensor>& prefix_v) {
+  TORCH_CHECK(prefix_k.has_value() == prefix_v.has_value(), "prefix_k and prefix_v come together");
+  const at::Tensor none = at::empty({0, k.size(1), k.size(2)}, k.options());
+  const at::Tensor& pk = prefix_k.has_value() ? *prefix_k : none;
+  const at::Tensor& pv = prefix_v.has_value() ? *prefix_v : none;
+  for (const at::Tensor* t : {&q, &k, &v, &pk, &pv}) {
+    check_bf16(*t, "q, k, v and the prefix");
+    TORCH_CHECK(t->dim() == 3 && t->stride(2) == 1 && (t->size(0) == 0 || t->stride(1) == t->size(2)),
+                "q, k, v and the prefix must be [T, heads, d], heads contiguous");
   }
+  TORCH_CHECK(pk.sizes() == pv.sizes() && pk.size(1) == k.size(1) && pk.size(2) == k.size(2),
+              "the prefix's keys and values must be [P, kv_heads, d] like k and v");
+  const int64_t prefix = pk.size(0);
   const int64_t heads = q.size(1), kv_heads = k.size(1), dim = q.size(2), sequences = seq_lens.size();
   TORCH_CHECK(k.sizes() == v.sizes() && k.size(2) == dim && heads % kv_heads == 0 && dim % (2 * kLanes) == 0,
               "k and v must be [T, kv_heads, d] with heads a multiple of kv_heads, d a multiple of 32");
@@ -374,6 +396,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
       items.push_back({b, first, std::min(first + kQueryChunk, seq_lens[b])});
   at::Tensor out = at::empty({q.size(0), heads, dim}, q.options());
   const at::BFloat16 *qp = q.data_ptr<at::BFloat16>(), *kp = k.data_ptr<at::BFloat16>(), *vp = v.data_ptr<at::BFloat16>();
+  const at::BFloat16 *pkp = pk.data_ptr<at::BFloat16>(), *pvp = pv.data_ptr<at::BFloat16>();
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
   const int64_t groups = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
@@ -382,12 +405,13 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
     for (int64_t index = begin; index < end; ++index) {
       const Item& item = items[index / kv_heads];
       const int64_t g = index % kv_heads, start = starts[item.sequence];
-      const int64_t padded = (item.last + kLanes - 1) / kLanes * kLanes;
-      stage_keys_values(kp + start * k.stride(0) + g * dim, vp + start * v.stride(0) + g * dim, item.last,
-                        k.stride(0), v.stride(0), dim, scratch);
+      const int64_t padded = (prefix + item.last + kLanes - 1) / kLanes * kLanes;
+      stage_keys_values({{pkp + g * dim, pvp + g * dim, prefix, pk.stride(0), pv.stride(0)},
+                         {kp + start * k.stride(0) + g * dim, vp + start * v.stride(0) + g * dim, item.last,
+                          k.stride(0), v.stride(0)}}, dim, scratch);
       for (int64_t h = g * groups; h < (g + 1) * groups; ++h) {
         auto row = [&](int64_t i) { return last_only ? item.sequence : start + i; };  // query i's row of q and out
-        attend_queries(item.first, item.last, [&](int64_t i) { return qp + row(i) * q.stride(0) + h * dim; },
+        attend_queries(item.first, item.last, prefix, [&](int64_t i) { return qp + row(i) * q.stride(0) + h * dim; },
                        [&](int64_t i) { return op + (row(i) * heads + h) * dim; }, padded, dim, scale, scratch);
       }
     }
@@ -401,7 +425,8 @@ TORCH_LIBRARY_FRAGMENT(q3embed_cpu, lib) {
   lib.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   lib.def("norm_rope(Tensor x, Tensor weight, Tensor cos, Tensor sin, float eps) -> Tensor");
   lib.def("silu_mul(Tensor gate, Tensor up) -> Tensor");
-  lib.def("causal_attention(Tensor q, Tensor k, Tensor v, int[] seq_lens, bool last_only) -> Tensor");
+  lib.def("causal_attention(Tensor q, Tensor k, Tensor v, int[] seq_lens, bool last_only, "
+          "Tensor? prefix_k=None, Tensor? prefix_v=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
