@@ -165,7 +165,8 @@ class CpuKernel:
 
     @staticmethod
     def _takes(q: Tensor, layout: Layout) -> bool:
-        return q.dtype == torch.bfloat16 and layout.max_len + layout.prefix_len <= CPU_KERNEL_MAX_LEN
+        return (q.dtype == torch.bfloat16 and q.shape[-1] % 32 == 0
+                and layout.max_len + layout.prefix_len <= CPU_KERNEL_MAX_LEN)
 
     def causal(self, q: Tensor, k: Tensor, v: Tensor, layout: Layout, prefix: Prefix | None) -> Tensor:
         if not self._takes(q, layout):
