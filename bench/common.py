@@ -6,6 +6,7 @@ import gc
 import inspect
 import os
 import pkgutil
+import statistics
 import time
 from pathlib import Path
 
@@ -69,6 +70,17 @@ def peak_rss_gb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024**2
     return float("nan")
+
+
+def median_seconds(run, rounds: int) -> float:
+    """Median wall seconds of `rounds` calls of `run()`, after one call to warm it up."""
+    run()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def timed(fn, *args, **kwargs) -> tuple[object, float]:

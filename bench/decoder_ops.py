@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from common import median_seconds
 
 from q3embed.model.attention import CpuKernel, Layout, SdpaLoop
 from q3embed.model.block_linear import cpu_kernels_available
@@ -31,13 +30,7 @@ HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTERMEDIATE = 1024, 16, 8, 128, 3072  # the 
 
 
 def median_us(function: Callable[[], object], repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
+    return median_seconds(function, repeats) * 1e6
 
 
 def elementwise_rows(tokens: int, repeats: int) -> list[tuple[str, float, float, int, int]]:

@@ -46,20 +46,20 @@ def compare_kernels(model_dir, texts, max_length, rounds=3):
     gain. The two Embedders share the memory-mapped weights' page cache."""
     embedders = {name: Embedder(str(model_dir), dtype="auto", device="cpu", max_length=max_length, compile=mode,
                                 attention=attention)
-                 for name, mode, attention in (("compiled", "on", "auto"), ("eager", "off", "sdpa"))}
+                 for name, mode, attention in (("engine", "on", "auto"), ("eager", "off", "sdpa"))}
     embedders["eager"]._backend.model.use_kernels(EAGER)  # noqa: SLF001  (a benchmark may look inside)
     tokens = sum(len(ids) for ids in embedders["eager"].tokenize(texts))
-    embedders["compiled"].warm_up()
-    rates: dict[str, list[float]] = {"compiled": [], "eager": []}
+    embedders["engine"].warm_up()
+    rates: dict[str, list[float]] = {"engine": [], "eager": []}
     vectors = {}
     for _ in range(rounds):
         for name, embedder in embedders.items():
             vectors[name], seconds = timed(embedder.encode, texts)
             rates[name].append(tokens / seconds)
-    cosine = float((vectors["compiled"] * vectors["eager"]).sum(axis=1).min())
+    cosine = float((vectors["engine"] * vectors["eager"]).sum(axis=1).min())
     del embedders
     gc.collect()
-    return float(np.median(rates["compiled"])), float(np.median(rates["eager"])), cosine
+    return float(np.median(rates["engine"])), float(np.median(rates["eager"])), cosine
 
 
 def run_sentence_transformers(model_dir, texts, max_length):
@@ -96,7 +96,7 @@ def main() -> None:
     auto_dtype = "bfloat16" if fast_bf16 else "float32"
     other_dtype = "float32" if fast_bf16 else "bfloat16"
     ours_other, _, other_seconds, _ = run_ours(model_dir, texts, other_dtype, args.max_length)
-    compiled_rate, eager_rate, compiled_vs_eager = compare_kernels(model_dir, texts, args.max_length)
+    engine_rate, eager_rate, engine_vs_eager = compare_kernels(model_dir, texts, args.max_length)
     st_vectors, st_seconds, st_rss, st_dtype = run_sentence_transformers(model_dir, texts, args.max_length)
 
     limit = matmul_tflops(torch.bfloat16 if fast_bf16 else torch.float32) * 1e12 / FLOPS_PER_TOKEN[args.shape]
@@ -111,8 +111,8 @@ def main() -> None:
     for name, secs, peak in rows:
         print(f"{name:48s} {tokens / secs:8.0f} tokens/s {len(texts) / secs:7.1f} docs/s  peak RSS {peak:.2f} GB")
     print(f"ratio q3embed auto / sentence-transformers: {st_seconds / seconds:.2f}x")
-    print(f"the engine's kernels / eager torch, interleaved rounds on one model: {compiled_rate:.0f} / "
-          f"{eager_rate:.0f} tokens/s = {compiled_rate / eager_rate:.2f}x (min cosine {compiled_vs_eager:.6f})")
+    print(f"the engine's kernels / eager torch, interleaved rounds on one model: {engine_rate:.0f} / "
+          f"{eager_rate:.0f} tokens/s = {engine_rate / eager_rate:.2f}x (min cosine {engine_vs_eager:.6f})")
     print(f"share of the matrix-product limit ({limit:.0f} tokens/s): {tokens / seconds / limit:.0%}")
     print(f"min cosine bf16 vs fp32: {cosine_bf16_fp32:.5f}; min cosine q3embed vs sentence-transformers: {cosine_vs_st:.5f}")
     assert np.isfinite(ours_auto).all()

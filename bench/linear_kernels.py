@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import median_seconds
 
-from q3embed.model.block_linear import Q8Linear, cpu_kernels_available, pack_tiles, quantize_q8_0
+from q3embed.model.block_linear import Q8Linear, cpu_flags, cpu_kernels_available, pack_tiles, quantize_q8_0
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Linear
 
@@ -35,18 +33,8 @@ ROWS = (1, 8, 13, 27, 256, 2048)
 OUT, IN = 3072, 1024
 
 
-def median_ms(run: Callable[[], object], rounds: int) -> float:
-    run()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
-
-
-def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split())
+def wanted_flags() -> str:
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
     return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/vnni/bf16/amx"
 
@@ -91,7 +79,7 @@ def main() -> None:
     parser.add_argument("--matrices", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    print(f"CPU flags: {cpu_flags()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    print(f"CPU flags: {wanted_flags()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load average {os.getloadavg()[0]:.2f}")
     table = kernels(args.matrices)
     print(f"{'kernel':32s}" + "".join(f"{rows:>16d}" for rows in ROWS) + "   (rows: ms per product, GB/s of weights)")
@@ -100,7 +88,7 @@ def main() -> None:
             cells = []
             for rows in ROWS:
                 x = torch.randn(rows, IN)
-                ms = median_ms(lambda: [product(x) for product in products], args.rounds) / len(products)
+                ms = median_seconds(lambda: [product(x) for product in products], args.rounds) * 1e3 / len(products)
                 cells.append(f"{ms:8.2f} {OUT * IN * element_bytes / ms / 1e6:5.1f}G")
             print(f"{name:32s}" + "".join(f"{cell:>16s}" for cell in cells), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

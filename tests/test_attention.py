@@ -105,12 +105,12 @@ def test_a_model_on_varlen_embeds_and_reranks_as_on_sdpa(tiny_embedding_dir, tin
 
 def test_the_attention_choice(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr("q3embed.model.block_linear.cpu_kernels_run", lambda dtype, device: False)
+    monkeypatch.setattr("q3embed.model.attention.cpu_kernels_run", lambda dtype, device: False)
     assert choose_attention("auto", cpu, torch.bfloat16).name == "sdpa"  # the CPU's fastest but for ours
     assert choose_attention("sdpa", cpu, torch.float32).name == "sdpa"
     with pytest.raises(ValueError, match="cpu-kernel.*AVX512-BF16"):
         choose_attention("cpu-kernel", cpu, torch.bfloat16)
-    monkeypatch.setattr("q3embed.model.block_linear.cpu_kernels_run", lambda dtype, device: dtype == torch.bfloat16)
+    monkeypatch.setattr("q3embed.model.attention.cpu_kernels_run", lambda dtype, device: dtype == torch.bfloat16)
     assert choose_attention("auto", cpu, torch.bfloat16).name == "cpu-kernel"  # docs/benchmarks.md
     assert choose_attention("sdpa", cpu, torch.bfloat16).name == "sdpa"
     assert choose_attention("auto", cpu, torch.float32).name == "sdpa"

@@ -53,9 +53,9 @@ class ModelOptions:
     # tokens per packed forward pass (None: CPU_BATCH_TOKENS on a CPU, sized from free memory on a GPU)
     max_batch_tokens: int | None = None
     # auto, on, off: the decoder's fused kernels (see model.kernels; where q3embed's own CPU kernels
-    # run, bf16 on AVX512-BF16 without AMX, those run instead, with nothing to compile); max: also whole-decoder graphs
-    # for one short sequence on a CPU (model.graphs: faster interactive queries, minutes to compile
-    # at start). On a GPU short sequences run in CUDA graphs unless off.
+    # run, bf16 on AVX512-BF16 without AMX, those run instead, with nothing to compile); max: also
+    # whole-decoder graphs for one short sequence on a CPU (model.graphs: faster interactive
+    # queries, minutes to compile at start). On a GPU short sequences run in CUDA graphs unless off.
     compile: str = "auto"
     # how attention runs over a packed batch: auto (varlen FlashAttention on a GPU in bf16/fp16,
     # cpu-kernel on a CPU where q3embed's kernels run, else sdpa), sdpa (one call per sequence),

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .block_linear import cpu_kernels_run
 from .transfer import to_device
 
 __all__ = ["AttentionBackend", "Layout", "SdpaLoop", "Varlen", "CpuKernel", "ATTENTION_CHOICES", "choose_attention",
@@ -279,8 +280,6 @@ def choose_attention(choice: str, device: torch.device, dtype: torch.dtype) -> A
     """auto: Varlen where it runs (CUDA, bf16/fp16), CpuKernel where q3embed's CPU kernels run
     (bf16, AVX512-BF16, no AMX), else SdpaLoop; sdpa / varlen / cpu-kernel: that one (where it
     cannot run, a ValueError naming why)."""
-    from .block_linear import cpu_kernels_run
-
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"unknown attention {choice!r}: use {', '.join(ATTENTION_CHOICES)}")
     where = f"here: {device.type}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}"

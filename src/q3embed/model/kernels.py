@@ -16,9 +16,10 @@ fused, it would skip the bf16 rounding of silu's output that the reference perfo
 fails (no C++ compiler, an unsupported platform). `CPU_NATIVE` runs each function as one call of
 q3embed's own kernels (csrc/decoder_ops.cpp) on bf16 where they run (model.block_linear's
 `cpu_kernels_run`), SwiGLU included: the same values but for the order of one fp32 sum and a
-rare last-bit flip of silu (its own e^x), without a compile, and at
-13 tokens 4-6x faster than eager or compiled (per-call overhead, not arithmetic, is what a short
-query pays); `KernelSchedule.for_model` picks it there instead of the compiled set.
+rare last-bit flip of silu (its own e^x), without a compile, and at 13 tokens 1.2-8x faster than
+eager (RMSNorm 2.3x, q/k norm + RoPE 8.3x, SwiGLU 1.2x: per-call overhead, not arithmetic, is what
+a short query pays; bench/decoder_ops.py); `KernelSchedule.for_model` picks it there instead of
+the compiled set.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .block_linear import cpu_kernels_run
 
 __all__ = ["Kernels", "EAGER", "CPU_NATIVE", "compiled_kernels", "can_compile", "rms_norm", "apply_rope",
            "norm_rope", "swiglu", "KernelSchedule"]
@@ -171,8 +174,6 @@ class KernelSchedule:
                   device: torch.device) -> KernelSchedule:
         """The native kernels for good where q3embed's CPU kernels run (nothing to compile), else
         eager then compiled after `after_tokens`."""
-        from .block_linear import cpu_kernels_run
-
         if cpu_kernels_run(dtype, device):
             return cls(model, None, CPU_NATIVE)
         return cls(model, after_tokens)
