@@ -34,7 +34,8 @@ def _blocks(out_features: int, in_features: int, seed: int = 0) -> tuple[torch.T
     return q, d
 
 
-@pytest.mark.parametrize("out_features, in_features", [(64, 64), (96, 1024), (1024, 3072)])
+# in 2,048: rows whose starts share an L1 set, which the kernel copies apart (csrc rows_apart)
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (96, 1024), (1024, 3072), (64, 2048)])
 @pytest.mark.parametrize("rows", [1, 5, 12, 13, 27, 300])
 def test_products_equal_the_dequantized_weights(out_features, in_features, rows):
     layer = Q8Linear.from_blocks(*_blocks(out_features, in_features))
@@ -141,11 +142,12 @@ def test_vectors_from_blocks_equal_the_dequantized_ones(q8_file, monkeypatch):
 # ---------------------------------------------------------------- bf16 weights in tiles
 
 
-@pytest.mark.parametrize("out_features, in_features", [(64, 64), (1024, 3072), (4096, 1024)])
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (1024, 3072), (4096, 1024), (96, 2048), (32, 4096)])
 @pytest.mark.parametrize("rows", [1, 7, 13, 14, 15, 27, 29, 300])  # one pass up to 14 rows, then even passes
-def test_the_bf16_kernel_computes_the_bf16_products(out_features, in_features, rows):
+@pytest.mark.parametrize("layout", ["contiguous", "a view of wider rows"])
+def test_the_bf16_kernel_computes_the_bf16_products(out_features, in_features, rows, layout):
     weight = (torch.randn(out_features, in_features) * 0.05).bfloat16()
-    x = torch.randn(rows, in_features).bfloat16()
+    x = torch.randn(rows, in_features + (0 if layout == "contiguous" else 64)).bfloat16()[:, :in_features]
     got = torch.ops.q3embed_cpu.bf16_linear(x, pack_tiles(weight))
     exact = x.float() @ weight.float().T
     assert got.shape == (rows, out_features) and got.dtype == torch.bfloat16
