@@ -203,7 +203,9 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 
 // Per thread, one (sequence, kv head)'s keys and values in the layouts the loops read.
 struct KeyValueScratch {
-  std::vector<at::BFloat16> keys;  // [d/2, L16, 2]: per dimension pair, 16 keys at a time in vdpbf16ps order
+  // [L16/16, d/2, 16, 2]: per block of 16 keys, per dimension pair, the 16 keys' two values (the
+  // vdpbf16ps operand order); a block is one contiguous 4 KB run at d = 128, read front to back
+  std::vector<at::BFloat16> keys;
   std::vector<at::BFloat16> values;  // [L16/2, d, 2]: per key pair, each dimension's two values
   std::vector<float> scores;         // [kQueryRows, L16]: a block's scores, then probabilities
   std::vector<at::BFloat16> probabilities;  // [kQueryRows, L16]: those rounded to bf16 for p v
@@ -221,69 +223,144 @@ struct KeyValueRows {
   int64_t count, k_stride, v_stride;
 };
 
+// One key or value of a staged sequence: which segment's row, or none past the end (zeros).
+struct KeyRow {
+  const at::BFloat16* k = nullptr;
+  const at::BFloat16* v = nullptr;
+};
+
+// m [16 rows of 16 int32] transposed in place: four rounds, the one for bit s exchanging the
+// elements whose row and column differ in that bit between rows i and i + s (64 two-source permutes).
+Q3_INLINE void transpose_16x16(__m512i m[kLanes]) {
+  for (int s = 8; s >= 1; s /= 2) {
+    alignas(64) int32_t keep[kLanes], take[kLanes];  // new row i's and row i + s's sources
+    for (int c = 0; c < kLanes; ++c) {
+      keep[c] = (c & s) == 0 ? c : kLanes + c - s;
+      take[c] = (c & s) == 0 ? c + s : kLanes + c;
+    }
+    const __m512i to_low = _mm512_load_si512(keep), to_high = _mm512_load_si512(take);
+    for (int i = 0; i < kLanes; ++i) {
+      if ((i & s) != 0) continue;
+      const __m512i low = m[i], high = m[i + s];
+      m[i] = _mm512_permutex2var_epi32(low, to_low, high);
+      m[i + s] = _mm512_permutex2var_epi32(low, to_high, high);
+    }
+  }
+}
+
+// 16 keys [16 rows of d] -> one block [d/2, 16, 2]: per 32 dimensions (16 pairs of 4 bytes) the
+// 16 x 16 pairs transposed, the rows past the sequence's end zero.
+void stage_key_block(const KeyRow* rows, int64_t dim, at::BFloat16* block) {
+  for (int64_t d = 0; d < dim; d += 2 * kLanes) {
+    __m512i m[kLanes];
+    for (int j = 0; j < kLanes; ++j)
+      m[j] = rows[j].k == nullptr ? _mm512_setzero_si512() : _mm512_loadu_si512(rows[j].k + d);
+    transpose_16x16(m);
+    for (int t = 0; t < kLanes; ++t) _mm512_storeu_si512(block + (d / 2 + t) * 2 * kLanes, m[t]);
+  }
+}
+
+// Two keys' values v0, v1 [d] (v1 null: zeros) -> [d, 2] interleaved, 32 dimensions at a time.
+void stage_value_pair(const at::BFloat16* v0, const at::BFloat16* v1, int64_t dim, at::BFloat16* out) {
+  static const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                              39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  static const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+  for (int64_t d = 0; d < dim; d += 2 * kLanes) {
+    const __m512i a = _mm512_loadu_si512(v0 + d);
+    const __m512i b = v1 == nullptr ? _mm512_setzero_si512() : _mm512_loadu_si512(v1 + d);
+    _mm512_storeu_si512(out + 2 * d, _mm512_permutex2var_epi16(a, low, b));
+    _mm512_storeu_si512(out + 2 * d + 2 * kLanes, _mm512_permutex2var_epi16(a, high, b));
+  }
+}
+
 // The keys of `segments` laid end to end (a shared prefix's, then the sequence's own) -> scratch.keys
-// [d/2, L16, 2] and values [L16/2, d, 2], both in vdpbf16ps operand order, the padding keys zero.
+// [L16/16, d/2, 16, 2] and values [L16/2, d, 2], both in vdpbf16ps operand order, the padding zero.
 void stage_keys_values(std::initializer_list<KeyValueRows> segments, int64_t dim, KeyValueScratch& s) {
   int64_t length = 0;
   for (const KeyValueRows& rows : segments) length += rows.count;
   const int64_t padded = (length + kLanes - 1) / kLanes * kLanes;
-  s.keys.assign(dim * padded, at::BFloat16(0.0f));
-  s.values.assign(padded * dim, at::BFloat16(0.0f));
+  s.keys.resize(dim * padded);
+  s.values.resize(padded * dim);
   s.scores.resize(kQueryRows * padded);
   s.probabilities.resize(kQueryRows * padded);
+  thread_local std::vector<KeyRow> rows;
+  rows.assign(padded, KeyRow{});
   int64_t j = 0;
-  for (const KeyValueRows& rows : segments)
-    for (int64_t t = 0; t < rows.count; ++t, ++j) {
-      const at::BFloat16 *kj = rows.k + t * rows.k_stride, *vj = rows.v + t * rows.v_stride;
-      for (int64_t d = 0; d < dim; d += 2) {
-        s.keys[(d / 2 * padded + j) * 2] = kj[d];
-        s.keys[(d / 2 * padded + j) * 2 + 1] = kj[d + 1];
-      }
-      for (int64_t d = 0; d < dim; ++d) s.values[((j / 2) * dim + d) * 2 + j % 2] = vj[d];
-    }
+  for (const KeyValueRows& segment : segments)
+    for (int64_t t = 0; t < segment.count; ++t, ++j)
+      rows[j] = {segment.k + t * segment.k_stride, segment.v + t * segment.v_stride};
+  for (int64_t block = 0; block < padded; block += kLanes)
+    stage_key_block(rows.data() + block, dim, s.keys.data() + block * dim);
+  for (int64_t pair = 0; pair < (length + 1) / 2; ++pair)  // p v reads no pair past the last key's
+    stage_value_pair(rows[2 * pair].v, rows[2 * pair + 1].v, dim, s.values.data() + pair * 2 * dim);
 }
 
 Q3_INLINE __mmask16 first_lanes(int64_t count) {  // the lowest `count` lanes (0..16)
   return count <= 0 ? 0 : count >= kLanes ? 0xFFFF : static_cast<__mmask16>((1u << count) - 1);
 }
 
-// Scores of R query rows against the staged keys: row r sees keys 0 .. keys0 + r - 1; into
-// scores [R, padded], scaled, -inf past each row's last key; -> nothing (probabilities follow).
+// Scores of R query rows against the staged keys j .. j + 16W - 1 (W blocks of 16): into scores
+// [R, padded], scaled, -inf past row r's last key keys0 + r - 1. Each broadcast of a query pair
+// feeds W dot products: at W = 1 the broadcasts (one load and one vector op each) were as many as
+// the dot products and the loop ran at half the rate of p v's. One chain per row and block; at
+// W = 1 two (even and odd pairs), so that a dot product's latency, not its rate, does not bind.
+template <int R, int W>
+Q3_INLINE void score_blocks(const at::BFloat16* const* q, int64_t j, int64_t keys0, int64_t padded, int64_t dim,
+                            float scale, KeyValueScratch& s) {
+  constexpr int kChains = W == 1 ? 2 : 1;
+  __m512 acc[R][W][kChains];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w)
+      for (int c = 0; c < kChains; ++c) acc[r][w][c] = _mm512_setzero_ps();
+  const at::BFloat16* blocks = s.keys.data() + j * dim;  // keys j .. j + 16W - 1: W x [d/2, 16, 2]
+  for (int64_t p = 0; p < dim / 2; p += kChains) {
+    for (int c = 0; c < kChains; ++c) {
+      __m512bh k[W];
+      for (int w = 0; w < W; ++w) k[w] = (__m512bh)_mm512_loadu_si512(blocks + (w * dim / 2 + p + c) * 2 * kLanes);
+      for (int r = 0; r < R; ++r) {
+        const auto* pairs = reinterpret_cast<const int32_t*>(q[r]);  // q's dimension pairs, 2 bf16 each
+        const __m512bh qr = (__m512bh)_mm512_set1_epi32(pairs[p + c]);
+        for (int w = 0; w < W; ++w) acc[r][w][c] = _mm512_dpbf16_ps(acc[r][w][c], k[w], qr);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) {
+      const __m512 sum = kChains == 2 ? _mm512_add_ps(acc[r][w][0], acc[r][w][kChains - 1]) : acc[r][w][0];
+      const int64_t first = j + w * kLanes;
+      _mm512_storeu_ps(s.scores.data() + r * padded + first,
+                       _mm512_mask_blend_ps(first_lanes(keys0 + r - first), _mm512_set1_ps(-INFINITY),
+                                            _mm512_mul_ps(sum, _mm512_set1_ps(scale))));
+    }
+}
+
+// Scores of R query rows against the staged keys, row r seeing keys 0 .. keys0 + r - 1, four
+// blocks of 16 keys at a time -> scores [R, padded] (see score_blocks).
 template <int R>
 Q3_INLINE void block_scores(const at::BFloat16* const* q, int64_t keys0, int64_t padded, int64_t dim, float scale,
                             KeyValueScratch& s) {
   const int64_t keys = keys0 + R - 1;  // the last row's
-  for (int64_t j = 0; j < keys; j += kLanes) {
-    __m512 acc[R][2];  // two chains a row: a dot product's latency, not its rate, would bind
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    const at::BFloat16* block = s.keys.data() + j * 2;
-    for (int64_t p = 0; p < dim / 2; p += 2) {
-      const __m512bh k0 = (__m512bh)_mm512_loadu_si512(block + p * padded * 2);
-      const __m512bh k1 = (__m512bh)_mm512_loadu_si512(block + (p + 1) * padded * 2);
-      for (int r = 0; r < R; ++r) {
-        const auto* pairs = reinterpret_cast<const int32_t*>(q[r]);  // q's dimension pairs, 2 bf16 each
-        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], k0, (__m512bh)_mm512_set1_epi32(pairs[p]));
-        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], k1, (__m512bh)_mm512_set1_epi32(pairs[p + 1]));
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      const __m512 sc = _mm512_mul_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_set1_ps(scale));
-      _mm512_storeu_ps(s.scores.data() + r * padded + j,
-                       _mm512_mask_blend_ps(first_lanes(keys0 + r - j), _mm512_set1_ps(-INFINITY), sc));
+  for (int64_t j = 0; j < keys; j += 4 * kLanes) {
+    switch (std::min<int64_t>(4, (keys - j + kLanes - 1) / kLanes)) {
+      case 4: score_blocks<R, 4>(q, j, keys0, padded, dim, scale, s); break;
+      case 3: score_blocks<R, 3>(q, j, keys0, padded, dim, scale, s); break;
+      case 2: score_blocks<R, 2>(q, j, keys0, padded, dim, scale, s); break;
+      default: score_blocks<R, 1>(q, j, keys0, padded, dim, scale, s); break;
     }
   }
 }
 
-// Softmax of one row of scores over `keys` (rounded up to 16: the padding is -inf, so 0) in place;
-// -> 1 / the total of e^(s - max).
-Q3_INLINE float softmax_numerators(float* scores, int64_t keys) {
+// Softmax of one row of scores over `keys` (rounded up to 16: the padding is -inf, so 0): its
+// numerators e^(s - max) rounded to bf16 into p (what p v multiplies by, as SDPA's CPU kernel
+// does); -> 1 / the fp32 total of the unrounded numerators.
+Q3_INLINE float softmax_numerators(const float* scores, int64_t keys, at::BFloat16* p) {
   __m512 top = _mm512_set1_ps(-INFINITY);
   for (int64_t j = 0; j < keys; j += kLanes) top = _mm512_max_ps(top, _mm512_loadu_ps(scores + j));
   const __m512 maximum = _mm512_set1_ps(_mm512_reduce_max_ps(top));
   __m512 total = _mm512_setzero_ps();
   for (int64_t j = 0; j < keys; j += kLanes) {
     const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(scores + j), maximum));
-    _mm512_storeu_ps(scores + j, e);
+    store_bf16(p + j, e);
     total = _mm512_add_ps(total, e);
   }
   return 1.0f / _mm512_reduce_add_ps(total);
@@ -320,11 +397,8 @@ void attend_rows(const at::BFloat16* const* q, int64_t keys0, int64_t padded, in
   block_scores<R>(q, keys0, padded, dim, scale, s);
   float inverse_total[R];
   const int64_t keys = keys0 + R - 1;
-  for (int r = 0; r < R; ++r) {
-    float* row = s.scores.data() + r * padded;
-    inverse_total[r] = softmax_numerators(row, keys);
-    for (int64_t j = 0; j < keys; j += kLanes) store_bf16(s.probabilities.data() + r * padded + j, _mm512_loadu_ps(row + j));
-  }
+  for (int r = 0; r < R; ++r)
+    inverse_total[r] = softmax_numerators(s.scores.data() + r * padded, keys, s.probabilities.data() + r * padded);
   for (int64_t d0 = 0; d0 < dim; d0 += 4 * kLanes) {  // 64 dimensions at a time: R x 4 accumulators
     at::BFloat16* out_d[R];
     for (int r = 0; r < R; ++r) out_d[r] = out[r] + d0;
@@ -347,11 +421,15 @@ void attend_queries(int64_t first, int64_t last, int64_t prefix, QRow q_row, Out
     for (int r = 0; r < kQueryRows; ++r) q[r] = q_row(i + r), out[r] = out_row(i + r);
     attend_rows<kQueryRows>(q, prefix + i + 1, padded, dim, scale, s, out);
   }
-  for (; i < last; ++i) {
-    const at::BFloat16* q[1] = {q_row(i)};
-    at::BFloat16* out[1] = {out_row(i)};
-    attend_rows<1>(q, prefix + i + 1, padded, dim, scale, s, out);
-  }
+  const int64_t rest = last - i;  // 0 .. kQueryRows - 1 queries, together
+  if (rest == 0) return;
+  const at::BFloat16* q[kQueryRows];
+  at::BFloat16* out[kQueryRows];
+  for (int r = 0; r < rest; ++r) q[r] = q_row(i + r), out[r] = out_row(i + r);
+  static_assert(kQueryRows == 4, "the rest takes 1 to 3 rows");
+  if (rest == 3) attend_rows<3>(q, prefix + i + 1, padded, dim, scale, s, out);
+  else if (rest == 2) attend_rows<2>(q, prefix + i + 1, padded, dim, scale, s, out);
+  else attend_rows<1>(q, prefix + i + 1, padded, dim, scale, s, out);
 }
 
 // Causal attention over a packed batch: q [Tq, heads, d], k and v [T, kv_heads, d] (tokens at any
