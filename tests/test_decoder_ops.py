@@ -11,8 +11,9 @@ import torch
 from q3embed import Embedder, Reranker
 from q3embed.model import attention
 from q3embed.model.attention import CpuKernel, Layout, SdpaLoop, choose_attention
-from q3embed.model.block_linear import cpu_kernels_available, cpu_kernels_preferred
+from q3embed.model.block_linear import Q8Linear, cpu_kernels_available, cpu_kernels_preferred, quantize_q8_0
 from q3embed.model.kernels import CPU_NATIVE, EAGER, norm_rope, rms_norm, swiglu
+from q3embed.model.linear import Linear
 from q3embed.model.qwen3 import rope_cos_sin
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
 
@@ -59,6 +60,39 @@ def test_swiglu_is_the_eager_swiglu(tokens, width):
     got, expected = CPU_NATIVE.swiglu(gate, up), swiglu(gate, up)
     assert torch.equal(got.isnan(), expected.isnan())
     _assert_nearly_equal(got.nan_to_num(), expected.nan_to_num())
+
+
+def _gate_up(kind: str, width: int, hidden: int = 1024) -> torch.nn.Module:
+    """A fused [gate; up] projection hidden -> 2 x width in the kernels' bf16 tiles or Q8_0 blocks."""
+    generator = torch.Generator().manual_seed(width)
+    weight = (torch.randn(2 * width, hidden, generator=generator) * 0.05).bfloat16()
+    if kind == "q8_0":
+        return Q8Linear.from_blocks(*quantize_q8_0(weight))
+    layer = Linear(hidden, 2 * width, bias=False).to(torch.bfloat16)
+    layer.weight.data.copy_(weight)
+    assert layer.pack_for_kernel()
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["bf16", "q8_0"])
+@pytest.mark.parametrize("tokens, width", [(1, 64), (13, 3072), (29, 96), (300, 3072)])
+def test_swiglu_inside_the_product_is_the_product_then_swiglu(kind, tokens, width, monkeypatch):
+    monkeypatch.setattr("q3embed.model.linear.cpu_kernels_run", lambda dtype, device: True)
+    gate_up = _gate_up(kind, width)
+    x = (torch.randn(tokens, 1024, generator=torch.Generator().manual_seed(tokens))).bfloat16()
+    gate, up = gate_up(x).chunk(2, dim=-1)
+    two_calls = CPU_NATIVE.swiglu(gate, up)  # the kernel's products, then q3embed_cpu::silu_mul
+    fused = CPU_NATIVE.gate_up_swiglu(gate_up, x.view(1, tokens, 1024))
+    assert fused.shape == (1, tokens, width)
+    assert torch.equal(fused[0], two_calls)  # bit for bit: the same roundings in the same order
+    assert torch.equal(EAGER.gate_up_swiglu(gate_up, x), swiglu(gate, up))
+
+
+def test_swiglu_stays_outside_products_the_kernels_do_not_run():
+    plain = Linear(64, 128, bias=False).to(torch.bfloat16)  # oneDNN's or torch's, not tiles
+    x = torch.randn(5, 64).bfloat16()
+    gate, up = plain(x).chunk(2, dim=-1)
+    assert torch.equal(CPU_NATIVE.gate_up_swiglu(plain, x), CPU_NATIVE.swiglu(gate, up))
 
 
 def test_the_native_kernels_leave_what_they_do_not_take_to_the_eager_ones():

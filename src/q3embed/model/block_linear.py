@@ -22,6 +22,7 @@ dequantized to bf16 and bf16 weights packed for oneDNN, as before; why is logged
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from pathlib import Path
 
@@ -37,6 +38,7 @@ Q8_BLOCK = 32  # inputs per Q8_0 block (GGUF's QK8_0)
 TILE = 32  # outputs per kernel tile: out_features must be a multiple
 # the linear layers, and the decoder's other operations (RMSNorm, q/k norm + RoPE, attention)
 _SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("block_linear.cpp", "decoder_ops.cpp"))
+_HEADERS = (Path(__file__).with_name("csrc") / "simd.h",)  # the helpers both include
 _CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
 # -ffp-contract=off: no multiply and add fused into one rounding where torch rounds twice
 _COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp", "-ffp-contract=off"]
@@ -66,7 +68,7 @@ def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         cpp_extension.load(name="q3embed_cpu", sources=[str(source) for source in _SOURCES],
-                           extra_cflags=_COMPILE_FLAGS,
+                           extra_cflags=[*_COMPILE_FLAGS, f"-DQ3EMBED_HEADERS={_headers_digest()}"],
                            extra_ldflags=["-fopenmp"], build_directory=str(directory),
                            is_python_module=False, verbose=False)
     except Exception as error:  # no compiler, no ninja, a read-only home: fall back, say why
@@ -77,6 +79,15 @@ def cpu_kernels_available(build_root: Path = DEFAULT_BUILD_ROOT) -> bool:
         return False
     _register_fake()
     return True
+
+
+def _headers_digest() -> str:
+    """A digest of the headers the sources include: cpp_extension rebuilds when the sources or the
+    flags change, not the headers, so the digest goes into the flags."""
+    digest = hashlib.sha256()
+    for header in _HEADERS:
+        digest.update(header.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @functools.cache
@@ -121,6 +132,14 @@ def _register_fake() -> None:
     @torch.library.register_fake("q3embed_cpu::bf16_linear")
     def _bf16(x: Tensor, weights: Tensor) -> Tensor:
         return x.new_empty((x.shape[0], weights.shape[0] * TILE))
+
+    @torch.library.register_fake("q3embed_cpu::q8_linear_swiglu")
+    def _q8_swiglu(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], values.shape[0] // 2 * TILE))
+
+    @torch.library.register_fake("q3embed_cpu::bf16_linear_swiglu")
+    def _bf16_swiglu(x: Tensor, weights: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], weights.shape[0] // 2 * TILE))
 
     @torch.library.register_fake("q3embed_cpu::rms_norm")
     def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:

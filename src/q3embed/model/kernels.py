@@ -18,8 +18,9 @@ q3embed's own kernels (csrc/decoder_ops.cpp) on bf16 where they run (model.block
 `cpu_kernels_run`), SwiGLU included: the same values but for the order of one fp32 sum and a
 rare last-bit flip of silu (its own e^x), without a compile, and at 13 tokens 1.2-8x faster than
 eager (RMSNorm 2.3x, q/k norm + RoPE 8.3x, SwiGLU 1.2x: per-call overhead, not arithmetic, is what
-a short query pays; bench/decoder_ops.py); `KernelSchedule.for_model` picks it there instead of
-the compiled set.
+a short query pays; bench/decoder_ops.py); with the MLP's gate and up in one projection, SwiGLU
+runs inside that product (`gate_up_swiglu`: its [T, 2 x intermediate] output is never written);
+`KernelSchedule.for_model` picks it there instead of the compiled set.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from .block_linear import cpu_kernels_run
+from .block_linear import Q8Linear, cpu_kernels_run
+from .linear import Linear
 
 __all__ = ["Kernels", "EAGER", "CPU_NATIVE", "compiled_kernels", "can_compile", "rms_norm", "apply_rope",
-           "norm_rope", "swiglu", "KernelSchedule"]
+           "norm_rope", "swiglu", "gate_up_swiglu", "KernelSchedule"]
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,20 @@ def swiglu(gate: Tensor, up: Tensor) -> Tensor:
     return F.silu(gate) * up
 
 
+def gate_up_swiglu(gate_up: nn.Module, x: Tensor) -> Tensor:
+    """swiglu of a fused [gate; up] projection (its output's two halves): x [T, hidden] ->
+    [T, intermediate]."""
+    gate, up = gate_up(x).chunk(2, dim=-1)
+    return swiglu(gate, up)
+
+
 @dataclass(frozen=True)
 class Kernels:
     rms_norm: Callable[[Tensor, Tensor, float], Tensor]
     norm_rope: Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor]
     swiglu: Callable[[Tensor, Tensor], Tensor] = swiglu  # compiled sets keep it eager (see above)
+    # the MLP with fused projections: (gate_up layer, x) -> swiglu of its two halves
+    gate_up_swiglu: Callable[[nn.Module, Tensor], Tensor] = gate_up_swiglu
 
 
 EAGER = Kernels(rms_norm, norm_rope)
@@ -113,7 +124,27 @@ def native_swiglu(gate: Tensor, up: Tensor) -> Tensor:
     return torch.ops.q3embed_cpu.silu_mul(gate, up)
 
 
-CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope, native_swiglu)
+def native_gate_up_swiglu(gate_up: nn.Module, x: Tensor) -> Tensor:
+    """gate_up_swiglu as one call of q3embed_cpu::bf16_linear_swiglu / q8_linear_swiglu (the
+    products and silu(gate) * up in one pass, the same values as the two calls) where gate_up's
+    weights are the kernels' tiles or Q8_0 blocks, without bias, and x is bf16; else the product,
+    then native_swiglu."""
+    rows = x.reshape(-1, x.shape[-1])  # [..., hidden] -> [rows, hidden]: the kernels are 2-D
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu":
+        out = None
+    elif isinstance(gate_up, Linear) and gate_up.tiled and gate_up.bias is None:
+        out = torch.ops.q3embed_cpu.bf16_linear_swiglu(rows, gate_up.weight)
+    elif isinstance(gate_up, Q8Linear):
+        out = torch.ops.q3embed_cpu.q8_linear_swiglu(rows, gate_up.values, gate_up.scales)
+    else:
+        out = None
+    if out is None:
+        gate, up = gate_up(x).chunk(2, dim=-1)
+        return native_swiglu(gate, up)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope, native_swiglu, native_gate_up_swiglu)
 
 
 class _CompiledOrEager:

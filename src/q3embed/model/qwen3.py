@@ -168,7 +168,6 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: Qwen3Config) -> None:
         super().__init__()
-        self.intermediate = cfg.intermediate_size
         self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
@@ -182,10 +181,10 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_proj is None:  # as loaded
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        else:
-            gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)  # 2 x [T, intermediate]
-        return self.down_proj(self.kernels.swiglu(gate, up))
+            activated = self.kernels.swiglu(self.gate_proj(x), self.up_proj(x))
+        else:  # one product for gate and up, [T, 2 x intermediate], and SwiGLU of its halves
+            activated = self.kernels.gate_up_swiglu(self.gate_up_proj, x)
+        return self.down_proj(activated)  # [T, intermediate] -> [T, hidden]
 
 
 def _concatenated(parts: tuple[nn.Module, ...]) -> nn.Module:

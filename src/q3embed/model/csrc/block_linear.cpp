@@ -28,12 +28,16 @@
 #include <torch/library.h>
 #include <immintrin.h>
 
+#include "simd.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 namespace {
+
+using namespace q3embed_simd;
 
 constexpr int64_t kTile = 32;   // outputs per tile: two 16-lane fp32 accumulators per row
 constexpr int64_t kBlock = 32;  // inputs per Q8_0 block
@@ -56,10 +60,6 @@ constexpr int64_t kPrefetchBytes = 8192;
 // expand every tile again (a 0.6B batch 333 against 511 tokens/s unchunked).
 constexpr int64_t kRowChunkBytes = 256 * 1024;
 
-// The helpers of the inner loop must be inlined: called, they cost a vzeroupper and a spill of
-// every accumulator per input pair (GCC 12 declined to inline expand_line in some of the passes).
-#define Q3_INLINE inline __attribute__((always_inline))
-
 // The 4 scale vectors of one block for the 4 quarters of a line: quarter i holds outputs
 // 8i .. 8i+7, each for 2 inputs, so its scales are d[8i], d[8i], d[8i+1], d[8i+1], ...
 Q3_INLINE void line_scales(const float* d, __m512 out[4]) {
@@ -78,11 +78,6 @@ Q3_INLINE void expand_line(const int8_t* line, const __m512 scales[4], __m512i& 
   }
   w0 = (__m512i)_mm512_cvtne2ps_pbh(f[1], f[0]);
   w1 = (__m512i)_mm512_cvtne2ps_pbh(f[3], f[2]);
-}
-
-Q3_INLINE void store_bf16(at::BFloat16* out, __m512 low, __m512 high) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)_mm512_cvtneps_pbh(low));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), (__m256i)_mm512_cvtneps_pbh(high));
 }
 
 Q3_INLINE void prefetch(const void* address) {
@@ -184,11 +179,28 @@ at::Tensor rows_apart(const at::Tensor& x) {
   return padded.narrow(1, 0, k);
 }
 
-// out [m, n] = x [m, k] times every tile; `tile_of(t)` -> tile t's weights.
-template <Weights W, typename TileOf>
+// What a product makes of its tiles: x W^T itself, or (SwiGLU: W = [gate; up], as many tiles of
+// each) silu(x Wg^T) * (x Wu^T), the MLP's activation fused into its product so that the gate and
+// up outputs (2 x [m, n/2] bf16, past L2 in a batch) are never written out and read back.
+enum class Output { kProducts, kSwiglu };
+
+// SwiGLU's epilogue for one tile's rows: gate and up [rows, 32] bf16 (the products, rounded as the
+// plain kernel rounds them) -> out [rows, 32] (row stride out_stride) = silu(gate) * up, torch's roundings.
+void swiglu_rows(int64_t rows, const at::BFloat16* gate, const at::BFloat16* up, at::BFloat16* out,
+                 int64_t out_stride) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t half = 0; half < kTile; half += 16)
+      store_bf16(out + r * out_stride + half,
+                 silu_times(load_bf16(gate + r * kTile + half), load_bf16(up + r * kTile + half)));
+}
+
+// out = x [m, k] times every tile (kProducts: [m, 32 tiles]; kSwiglu: [m, 16 tiles], see Output);
+// `tile_of(t)` -> tile t's weights.
+template <Weights W, Output O = Output::kProducts, typename TileOf>
 at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf tile_of) {
   check_x(x_in, k);
-  const int64_t m = x_in.size(0), n = tiles * kTile;
+  TORCH_CHECK(O == Output::kProducts || tiles % 2 == 0, "SwiGLU's weights are as many gate tiles as up tiles");
+  const int64_t m = x_in.size(0), jobs = O == Output::kSwiglu ? tiles / 2 : tiles, n = jobs * kTile;
   at::Tensor out = at::empty({m, n}, x_in.options());
   if (m == 0) return out;
   const at::Tensor x = rows_apart(x_in);
@@ -197,44 +209,65 @@ at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf til
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
   const int64_t chunk = W == Weights::kQ8
       ? m : std::max<int64_t>(kRowsPerPass<W>, kRowChunkBytes / (2 * k) / kRowsPerPass<W> * kRowsPerPass<W>);
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
     // One tile in bf16 (Q8_0, several passes), per thread, reused from call to call: a fresh
     // 64-192 KB allocation would be a fresh mapping, page faults included, per product.
     thread_local std::vector<uint16_t> wide;
     if (W == Weights::kQ8 && m > kRowsPerPass<W> && wide.size() < static_cast<size_t>(k * kTile))
       wide.resize(k * kTile);
+    thread_local std::vector<at::BFloat16> gate, up;  // SwiGLU: one chunk's gate and up tile [rows, 32]
+    if (O == Output::kSwiglu && gate.size() < static_cast<size_t>(chunk * kTile)) {
+      gate.resize(chunk * kTile);
+      up.resize(chunk * kTile);
+    }
     for (int64_t row = 0; row < m; row += chunk) {
       const int64_t rows = std::min(chunk, m - row);
+      const uint16_t* x_rows = xp + row * x_stride;
       for (int64_t t = begin; t < end; ++t) {
         Tile tile = tile_of(t);
         tile.wide = wide.data();
-        tile_all_rows<W>(xp + row * x_stride, x_stride, rows, k, tile, op + row * n + t * kTile, n);
+        if constexpr (O == Output::kProducts) {
+          tile_all_rows<W>(x_rows, x_stride, rows, k, tile, op + row * n + t * kTile, n);
+        } else {
+          tile_all_rows<W>(x_rows, x_stride, rows, k, tile, gate.data(), kTile);
+          Tile up_tile = tile_of(t + jobs);
+          up_tile.wide = wide.data();
+          tile_all_rows<W>(x_rows, x_stride, rows, k, up_tile, up.data(), kTile);
+          swiglu_rows(rows, gate.data(), up.data(), op + row * n + t * kTile, n);
+        }
       }
     }
   });
   return out;
 }
 
-at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
+void check_q8(const at::Tensor& values, const at::Tensor& scales) {
   TORCH_CHECK(values.scalar_type() == at::kChar && values.dim() == 4 && values.size(2) == kTile
               && values.size(3) == 2 && values.is_contiguous(), "values must be int8 [N/32, K/2, 32, 2]");
   const int64_t tiles = values.size(0), k = values.size(1) * 2;
   TORCH_CHECK(k % kBlock == 0, "K must be a multiple of 32");
   TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous()
               && scales.sizes() == at::IntArrayRef({tiles, k / kBlock, kTile}), "scales must be fp32 [N/32, K/32, 32]");
+}
+
+template <Output O>
+at::Tensor q8_multiply(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
+  check_q8(values, scales);
+  const int64_t tiles = values.size(0), k = values.size(1) * 2;
   const int8_t* qp = values.data_ptr<int8_t>();
   const float* dp = scales.data_ptr<float>();
-  return multiply<Weights::kQ8>(x, tiles, k, [&](int64_t t) {
+  return multiply<Weights::kQ8, O>(x, tiles, k, [&](int64_t t) {
     return Tile{qp + t * k * kTile, dp + t * (k / kBlock) * kTile, nullptr};
   });
 }
 
-at::Tensor bf16_linear(const at::Tensor& x, const at::Tensor& weights) {
+template <Output O>
+at::Tensor bf16_multiply(const at::Tensor& x, const at::Tensor& weights) {
   TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.dim() == 4 && weights.size(2) == kTile
               && weights.size(3) == 2 && weights.is_contiguous(), "weights must be bf16 [N/32, K/2, 32, 2]");
   const int64_t tiles = weights.size(0), k = weights.size(1) * 2;
   const auto* wp = reinterpret_cast<const uint16_t*>(weights.data_ptr<at::BFloat16>());
-  return multiply<Weights::kBf16>(x, tiles, k, [&](int64_t t) { return Tile{wp + t * k * kTile, nullptr, nullptr}; });
+  return multiply<Weights::kBf16, O>(x, tiles, k, [&](int64_t t) { return Tile{wp + t * k * kTile, nullptr, nullptr}; });
 }
 
 }  // namespace
@@ -242,9 +275,14 @@ at::Tensor bf16_linear(const at::Tensor& x, const at::Tensor& weights) {
 TORCH_LIBRARY(q3embed_cpu, lib) {
   lib.def("q8_linear(Tensor x, Tensor values, Tensor scales) -> Tensor");
   lib.def("bf16_linear(Tensor x, Tensor weights) -> Tensor");
+  // weights [gate; up] (a fused gate_up projection's) -> silu(x Wg^T) * (x Wu^T)
+  lib.def("q8_linear_swiglu(Tensor x, Tensor values, Tensor scales) -> Tensor");
+  lib.def("bf16_linear_swiglu(Tensor x, Tensor weights) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
-  lib.impl("q8_linear", &q8_linear);
-  lib.impl("bf16_linear", &bf16_linear);
+  lib.impl("q8_linear", &q8_multiply<Output::kProducts>);
+  lib.impl("bf16_linear", &bf16_multiply<Output::kProducts>);
+  lib.impl("q8_linear_swiglu", &q8_multiply<Output::kSwiglu>);
+  lib.impl("bf16_linear_swiglu", &bf16_multiply<Output::kSwiglu>);
 }

@@ -24,6 +24,8 @@
 #include <torch/library.h>
 #include <immintrin.h>
 
+#include "simd.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,7 +37,7 @@
 
 namespace {
 
-#define Q3_INLINE inline __attribute__((always_inline))
+using namespace q3embed_simd;
 
 constexpr int64_t kLanes = 16;  // fp32 lanes of a vector register
 // Below this many elements an operation runs on the calling thread: waking the OpenMP team costs
@@ -43,20 +45,6 @@ constexpr int64_t kLanes = 16;  // fp32 lanes of a vector register
 constexpr int64_t kParallelElements = 64 * 1024;
 // Queries of one sequence per attention work item (see causal_attention).
 constexpr int64_t kQueryChunk = 256;
-
-Q3_INLINE __m512 load_bf16(const at::BFloat16* p) {  // 16 bf16 -> fp32 (exact)
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-Q3_INLINE __m512 round_bf16(__m512 v) {  // fp32 -> nearest bf16 (even on ties) -> fp32
-  const __m256i raw = (__m256i)_mm512_cvtneps_pbh(v);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-Q3_INLINE void store_bf16(at::BFloat16* p, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
-}
 
 // 1 / sqrt(mean(x^2) + eps) of one row of `dim` bf16 values: squares rounded to fp32, then summed
 // (torch: x32.pow(2).mean(-1)), the mean a division as torch's CPU mean is.
@@ -155,24 +143,6 @@ at::Tensor norm_rope(const at::Tensor& x, const at::Tensor& weight, const at::Te
   return out;
 }
 
-// -------------------------------------------------------------------------------------- attention
-
-// e^x to ~2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial, times 2^n
-// (scalef: gradual underflow below 2^-126); +inf past fp32's range, 0 below its least denormal.
-Q3_INLINE __m512 exp_ps(__m512 x) {
-  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), clamped);  // ln 2 in two parts: r exact
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  for (const float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  __m512 result = _mm512_scalef_ps(p, n);
-  result = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72f), _CMP_GT_OQ), result,
-                                _mm512_set1_ps(std::numeric_limits<float>::infinity()));
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ), result, _mm512_setzero_ps());
-}
-
 // ----------------------------------------------------------------------------------------- SwiGLU
 
 // silu(gate) * up, gate and up [rows, width] (rows at any stride, each contiguous) -> [rows, width]:
@@ -187,13 +157,11 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   at::Tensor out = at::empty({rows, width}, gate.options());
   const at::BFloat16 *gp = gate.data_ptr<at::BFloat16>(), *up_ = up.data_ptr<at::BFloat16>();
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
-  const __m512 one = _mm512_set1_ps(1.0f);
   at::parallel_for(0, rows, std::max<int64_t>(1, kParallelElements / width), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row)
       for (int64_t i = 0; i < width; i += kLanes) {
-        const __m512 g = load_bf16(gp + row * gate.stride(0) + i);
-        const __m512 silu = round_bf16(_mm512_div_ps(g, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g)))));
-        store_bf16(op + row * width + i, _mm512_mul_ps(silu, load_bf16(up_ + row * up.stride(0) + i)));
+        store_bf16(op + row * width + i,
+                   silu_times(load_bf16(gp + row * gate.stride(0) + i), load_bf16(up_ + row * up.stride(0) + i)));
       }
   });
   return out;
