@@ -180,3 +180,25 @@ def test_a_q8_0_reranker_in_bf16_scores_on_its_blocks(tmp_path, tiny_reranker_di
     for query in QUERIES:  # the prefix cache, the last layer's rows: every reranker path on blocks
         ours = np.array(blocks.score(query, DOCUMENTS))
         assert np.abs(ours - np.array(dequantized.score(query, DOCUMENTS))).max() <= 2e-2
+
+
+def test_an_edit_to_the_shared_header_changes_the_build_flags(tmp_path, monkeypatch):
+    # cpp_extension rebuilds when the sources or the flags change, not the headers they include:
+    # the headers' digest goes into the flags instead.
+    from q3embed.model import block_linear
+
+    header = tmp_path / "simd.h"
+    header.write_text("// one\n")
+    monkeypatch.setattr(block_linear, "_HEADERS", (header,))
+    before = block_linear._headers_digest()
+    header.write_text("// two\n")
+    assert block_linear._headers_digest() != before
+
+
+def test_the_kernels_include_only_the_headers_whose_digest_is_tracked():
+    from q3embed.model import block_linear
+
+    tracked = {header.name for header in block_linear._HEADERS}
+    for source in block_linear._SOURCES + block_linear._HEADERS:
+        included = {line.split('"')[1] for line in source.read_text().splitlines() if line.startswith('#include "')}
+        assert included <= tracked, f"{source.name} includes {included - tracked}, which no digest tracks"
