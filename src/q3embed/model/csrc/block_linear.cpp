@@ -80,14 +80,17 @@ Q3_INLINE void expand_line(const int8_t* line, const __m512 scales[4], __m512i& 
   w1 = (__m512i)_mm512_cvtne2ps_pbh(f[3], f[2]);
 }
 
-// Q8_0 into L1, where its expansion reads each line at once; bf16 into L2, from where the L1's
-// own prefetcher brings the lines the loop reads, so that the L1's few miss buffers are not held
-// by lines 8 KB ahead. On a 2-core Zen 4, interleaved: the 0.6B's products at 1-27 rows
-// 1.05-1.5x the GB/s of L1 prefetches for bf16 (4 of 4 runs; none for Q8_0), a 13-token query
-// 41-42 against 46-56 ms (bench/single_query.py), 2,048 rows unchanged within noise.
-template <Weights W>
+// Where the weights 8 KB ahead are prefetched to: into L2 for a bf16 product of 8-14 rows (one
+// pass, each line read once), whose loop computes long enough per line that the L1's own
+// prefetcher brings the lines in time, and the L1's few miss buffers are not held by lines far
+// ahead; into L1 otherwise (Q8_0's expansion reads each line at once; with more passes the tile
+// stays for them). On a 2-core Zen 4, interleaved: 13-token queries 41-42 against 46-56 ms
+// (bench/single_query.py); into L2 for every pass, 256-2,048-row products were 4-10% slower and
+// 1-row ones 0.7-1.1x (bench/linear_kernels.py).
+template <Weights W, int ROWS, bool KEEP>
 Q3_INLINE void prefetch(const void* address) {
-  _mm_prefetch(static_cast<const char*>(address), W == Weights::kQ8 ? _MM_HINT_T0 : _MM_HINT_T1);
+  constexpr bool to_l2 = W == Weights::kBf16 && ROWS >= 8 && !KEEP;
+  _mm_prefetch(static_cast<const char*>(address), to_l2 ? _MM_HINT_T1 : _MM_HINT_T0);
 }
 
 // One tile's weights as the kernel reads them.
@@ -111,7 +114,7 @@ void tile_rows(const uint16_t* x, int64_t x_stride, int64_t k, const Tile& tile,
     __m512i w0, w1;
     if constexpr (W == Weights::kQ8 && FIRST) {
       if (pair % kPairsPerBlock == 0) line_scales(tile.d + (pair / kPairsPerBlock) * kTile, scales);
-      prefetch<W>(q8 + pair * 64 + kPrefetchBytes);
+      prefetch<W, ROWS, KEEP>(q8 + pair * 64 + kPrefetchBytes);
       expand_line(q8 + pair * 64, scales, w0, w1);
       if constexpr (KEEP) {
         _mm512_storeu_si512(tile.wide + pair * 64, w0);
@@ -120,8 +123,8 @@ void tile_rows(const uint16_t* x, int64_t x_stride, int64_t k, const Tile& tile,
     } else {
       const uint16_t* line = W == Weights::kQ8 ? tile.wide + pair * 64 : bf16 + pair * 64;
       if constexpr (W == Weights::kBf16 && FIRST) {
-        prefetch<W>(line + kPrefetchBytes / 2);
-        prefetch<W>(line + kPrefetchBytes / 2 + 32);
+        prefetch<W, ROWS, KEEP>(line + kPrefetchBytes / 2);
+        prefetch<W, ROWS, KEEP>(line + kPrefetchBytes / 2 + 32);
       }
       w0 = _mm512_loadu_si512(line);
       w1 = _mm512_loadu_si512(line + 32);
