@@ -129,19 +129,16 @@ def native_gate_up_swiglu(gate_up: nn.Module, x: Tensor) -> Tensor:
     products and silu(gate) * up in one pass, the same values as the two calls) where gate_up's
     weights are the kernels' tiles or Q8_0 blocks, without bias, and x is bf16; else the product,
     then native_swiglu."""
-    rows = x.reshape(-1, x.shape[-1])  # [..., hidden] -> [rows, hidden]: the kernels are 2-D
-    if x.dtype != torch.bfloat16 or x.device.type != "cpu":
-        out = None
-    elif isinstance(gate_up, Linear) and gate_up.tiled and gate_up.bias is None:
-        out = torch.ops.q3embed_cpu.bf16_linear_swiglu(rows, gate_up.weight)
-    elif isinstance(gate_up, Q8Linear):
-        out = torch.ops.q3embed_cpu.q8_linear_swiglu(rows, gate_up.values, gate_up.scales)
-    else:
-        out = None
-    if out is None:
-        gate, up = gate_up(x).chunk(2, dim=-1)
-        return native_swiglu(gate, up)
-    return out.view(*x.shape[:-1], out.shape[-1])
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        rows = x.reshape(-1, x.shape[-1])  # [..., hidden] -> [rows, hidden]: the kernels are 2-D
+        if isinstance(gate_up, Linear) and gate_up.tiled and gate_up.bias is None:
+            out = torch.ops.q3embed_cpu.bf16_linear_swiglu(rows, gate_up.weight)
+            return out.view(*x.shape[:-1], out.shape[-1])
+        if isinstance(gate_up, Q8Linear):
+            out = torch.ops.q3embed_cpu.q8_linear_swiglu(rows, gate_up.values, gate_up.scales)
+            return out.view(*x.shape[:-1], out.shape[-1])
+    gate, up = gate_up(x).chunk(2, dim=-1)
+    return native_swiglu(gate, up)
 
 
 CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope, native_swiglu, native_gate_up_swiglu)

@@ -198,7 +198,7 @@ enum class Output { kProducts, kSwiglu };
 void swiglu_rows(int64_t rows, const at::BFloat16* gate, const at::BFloat16* up, at::BFloat16* out,
                  int64_t out_stride) {
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t half = 0; half < kTile; half += 16)
+    for (int64_t half = 0; half < kTile; half += kTile / 2)  // two vectors of 16
       store_bf16(out + r * out_stride + half,
                  silu_times(load_bf16(gate + r * kTile + half), load_bf16(up + r * kTile + half)));
 }
@@ -232,16 +232,17 @@ at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf til
     for (int64_t row = 0; row < m; row += chunk) {
       const int64_t rows = std::min(chunk, m - row);
       const uint16_t* x_rows = xp + row * x_stride;
-      for (int64_t t = begin; t < end; ++t) {
+      auto rows_times = [&](int64_t t, at::BFloat16* to, int64_t to_stride) {  // these rows x tile t
         Tile tile = tile_of(t);
         tile.wide = wide.data();
+        tile_all_rows<W>(x_rows, x_stride, rows, k, tile, to, to_stride);
+      };
+      for (int64_t t = begin; t < end; ++t) {
         if constexpr (O == Output::kProducts) {
-          tile_all_rows<W>(x_rows, x_stride, rows, k, tile, op + row * n + t * kTile, n);
-        } else {
-          tile_all_rows<W>(x_rows, x_stride, rows, k, tile, gate.data(), kTile);
-          Tile up_tile = tile_of(t + jobs);
-          up_tile.wide = wide.data();
-          tile_all_rows<W>(x_rows, x_stride, rows, k, up_tile, up.data(), kTile);
+          rows_times(t, op + row * n + t * kTile, n);
+        } else {  // gate tile t and its up tile t + jobs, then their SwiGLU into output tile t
+          rows_times(t, gate.data(), kTile);
+          rows_times(t + jobs, up.data(), kTile);
           swiglu_rows(rows, gate.data(), up.data(), op + row * n + t * kTile, n);
         }
       }

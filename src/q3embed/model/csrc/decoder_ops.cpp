@@ -175,8 +175,8 @@ struct KeyValueScratch {
   // vdpbf16ps operand order); a block is one contiguous 4 KB run at d = 128, read front to back
   std::vector<at::BFloat16> keys;
   std::vector<at::BFloat16> values;  // [L16/2, d, 2]: per key pair, each dimension's two values
-  std::vector<float> scores;         // [kQueryRows, L16]: a block's scores, then probabilities
-  std::vector<at::BFloat16> probabilities;  // [kQueryRows, L16]: those rounded to bf16 for p v
+  std::vector<float> scores;         // [kQueryRows, L16]: a block's scores
+  std::vector<at::BFloat16> probabilities;  // [kQueryRows, L16]: their softmax numerators in bf16, for p v
 };
 
 // Queries attended together (consecutive tokens of one head): each key and value line loaded is
