@@ -10,9 +10,9 @@ linear on the same plain weights and on weights packed for it, q3embed's Linear 
 oneDNN up to 256 rows, MKL above), F.linear in bf16, q3embed's Linear in bf16 (its weight packed
 for oneDNN, as the engine does on a CPU), quantize=int8's Int8Linear (fbgemm, activations per
 token) and, where they run (AVX512-BF16), q3embed's own kernels (model/block_linear.py): bf16
-weights in tiles (what the engine runs where it prefers them) and Q8_0 blocks (1.0625 bytes a
-weight, bf16 activations). Prints the CPU's flags that decide which of them can be
-fast, and the load average.
+weights in tiles (what the engine runs where it prefers them), the same tiles in 2 MB pages
+(where the engine keeps them) and Q8_0 blocks (1.0625 bytes a weight, bf16 activations). Prints
+the CPU's flags that decide which of them can be fast, and the load average.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from common import median_seconds
 
+from q3embed.engine.memory import huge_page_buffer
 from q3embed.model.block_linear import Q8Linear, cpu_flags, cpu_kernels_available, pack_tiles, quantize_q8_0
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Linear
@@ -41,6 +42,19 @@ def wanted_flags() -> str:
 
 def bf16_linear(x: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
     return torch.ops.q3embed_cpu.bf16_linear(x, tiles)
+
+
+def in_huge_pages(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Copies of `tensors` in one mapping on 2 MB pages; None where the system gives none."""
+    arena = huge_page_buffer(sum(t.numel() * t.element_size() for t in tensors))
+    if arena is None:
+        return None
+    copies, offset = [], 0
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        copies.append(arena[offset:offset + nbytes].view(tensor.dtype).view(tensor.shape).copy_(tensor))
+        offset += nbytes
+    return copies
 
 
 def kernels(count: int) -> dict[str, tuple[float, list[Callable[[torch.Tensor], torch.Tensor]]]]:
@@ -69,6 +83,9 @@ def kernels(count: int) -> dict[str, tuple[float, list[Callable[[torch.Tensor], 
     if cpu_kernels_available():  # q3embed's kernels: bf16 tiles; Q8_0 blocks as llama.cpp's quantizer makes them
         tiles = [pack_tiles(w) for w in bf16]
         table["q3embed kernel bf16 (tiles)"] = (2, [lambda x, w=w: bf16_linear(x.bfloat16(), w) for w in tiles])
+        huge = in_huge_pages(tiles)  # where the engine keeps a CPU model's weights (engine/memory.py)
+        if huge is not None:
+            table["q3embed kernel bf16, 2 MB pages"] = (2, [lambda x, w=w: bf16_linear(x.bfloat16(), w) for w in huge])
         q8 = [Q8Linear.from_blocks(*quantize_q8_0(w)) for w in weights]
         table["Q8Linear (Q8_0 blocks)"] = (34 / 32, [lambda x, layer=layer: layer(x.bfloat16()) for layer in q8])
     return table

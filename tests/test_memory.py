@@ -1,0 +1,101 @@
+"""engine/memory.py: a CPU model's weights moved into huge pages, in place and unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from q3embed import Embedder
+from q3embed.engine import memory
+from q3embed.engine.memory import HUGE_PAGE, huge_page_buffer, weights_in_huge_pages
+from texts import MIXED_TEXTS
+
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+needs_huge_pages = pytest.mark.skipif(huge_page_buffer(1) is None, reason="no madvise(MADV_HUGEPAGE) here")
+
+
+def _mapping_of(pointer: int) -> dict[str, int]:
+    """The mapping that holds `pointer`: its start address and its /proc/self/smaps sizes (kB)."""
+    fields: dict[str, int] = {}
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):  # a mapping's first line: start-end perms ...
+            if inside:
+                break
+            start, end = (int(part, 16) for part in head.split("-"))
+            inside = start <= pointer < end
+            fields = {"start": start}
+        elif inside and head.endswith(":") and line.split()[1].isdigit():
+            fields[head[:-1]] = int(line.split()[1])
+    assert inside, f"no mapping holds {pointer:#x}"
+    return fields
+
+
+@needs_huge_pages
+def test_a_buffer_starts_on_a_huge_page_and_is_backed_by_them_where_the_system_allows():
+    buffer = huge_page_buffer(3 * HUGE_PAGE)
+    assert buffer.dtype == torch.uint8 and buffer.numel() == 3 * HUGE_PAGE
+    assert buffer.data_ptr() % HUGE_PAGE == 0
+    buffer.fill_(1)  # touch every page
+    mapping = _mapping_of(buffer.data_ptr())
+    if THP.exists() and "[never]" not in THP.read_text():
+        assert mapping["AnonHugePages"] >= 2 * HUGE_PAGE // 1024, mapping
+
+
+@needs_huge_pages
+def test_parameters_and_buffers_move_in_place_with_their_values():
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"first": nn.Linear(256, 512), "second": nn.Linear(256, 512)})
+    model["second"].weight = model["first"].weight  # one Parameter in two modules
+    model.register_buffer("table", torch.randn(300, 40))
+    before = {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    parameters = dict(model.named_parameters())
+    bias = model["first"].bias.data_ptr()  # 2 KB, under a page: stays
+    x = torch.randn(3, 256)
+    expected = model["first"](x)
+
+    moved = weights_in_huge_pages(model)
+
+    weight, table = model["first"].weight, model.table
+    assert moved >= weight.numel() * 4 + table.numel() * 4
+    assert dict(model.named_parameters()) == parameters  # the same Parameter objects
+    assert model["second"].weight is weight  # moved once, still shared
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        assert torch.equal(t, before[name]), name
+    assert model["first"].bias.data_ptr() == bias
+    arena = _mapping_of(weight.data_ptr())["start"]
+    assert _mapping_of(table.data_ptr())["start"] == arena  # one mapping holds both
+    assert _mapping_of(bias)["start"] != arena
+    assert torch.equal(model["first"](x), expected)
+
+
+def test_views_and_other_devices_stay_where_they_are(monkeypatch):
+    base = torch.randn(64, 64)
+    module = nn.Module()
+    module.register_buffer("view", base[:32])  # a view of a larger storage
+    pointer = module.view.data_ptr()
+    weights_in_huge_pages(module)
+    assert module.view.data_ptr() == pointer
+    monkeypatch.setattr(memory, "huge_page_buffer", lambda nbytes: None)  # a system without them
+    plain = nn.Linear(64, 64)
+    weight = plain.weight.data_ptr()
+    assert weights_in_huge_pages(plain) == 0 and plain.weight.data_ptr() == weight
+
+
+@needs_huge_pages
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_cpu_embedder_keeps_its_layers_in_huge_pages_and_embeds_as_before(tiny_embedding_dir, dtype, monkeypatch):
+    moved = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off")
+    layers = moved._backend.model.layers  # noqa: SLF001
+    weights = [p for p in layers.parameters() if p.numel() * p.element_size() >= 4096 and not p.is_mkldnn]
+    mappings = [_mapping_of(p.data_ptr()) for p in weights]
+    assert weights and len({mapping["start"] for mapping in mappings}) == 1  # one mapping holds them all
+    assert min(p.data_ptr() for p in weights) % HUGE_PAGE == 0  # the first at the huge page it starts on
+    monkeypatch.setattr(memory, "huge_page_buffer", lambda nbytes: None)
+    plain = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off")
+    assert np.array_equal(moved.encode(MIXED_TEXTS), plain.encode(MIXED_TEXTS))
