@@ -72,6 +72,8 @@ def test_parameters_and_buffers_move_in_place_with_their_values():
     assert _mapping_of(table.data_ptr())["start"] == arena  # one mapping holds both
     assert _mapping_of(bias)["start"] != arena
     assert torch.equal(model["first"](x), expected)
+    for t in (weight, table):  # each its own storage: nothing aliases another through a shared one
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size() and t.storage_offset() == 0
 
 
 def test_views_and_other_devices_stay_where_they_are(monkeypatch):
@@ -81,7 +83,7 @@ def test_views_and_other_devices_stay_where_they_are(monkeypatch):
     pointer = module.view.data_ptr()
     weights_in_huge_pages(module)
     assert module.view.data_ptr() == pointer
-    monkeypatch.setattr(memory, "huge_page_buffer", lambda nbytes: None)  # a system without them
+    monkeypatch.setattr(memory, "huge_page_arena", lambda nbytes: None)  # a system without them
     plain = nn.Linear(64, 64)
     weight = plain.weight.data_ptr()
     assert weights_in_huge_pages(plain) == 0 and plain.weight.data_ptr() == weight
@@ -96,6 +98,14 @@ def test_a_cpu_embedder_keeps_its_layers_in_huge_pages_and_embeds_as_before(tiny
     mappings = [_mapping_of(p.data_ptr()) for p in weights]
     assert weights and len({mapping["start"] for mapping in mappings}) == 1  # one mapping holds them all
     assert min(p.data_ptr() for p in weights) % HUGE_PAGE == 0  # the first at the huge page it starts on
-    monkeypatch.setattr(memory, "huge_page_buffer", lambda nbytes: None)
+    monkeypatch.setattr(memory, "huge_page_arena", lambda nbytes: None)
     plain = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off")
     assert np.array_equal(moved.encode(MIXED_TEXTS), plain.encode(MIXED_TEXTS))
+
+
+@needs_huge_pages
+def test_an_arena_refuses_a_tensor_past_its_end():
+    arena = memory.huge_page_arena(4096)
+    assert arena.tensor(4096 - 64, torch.float32, (16,)).numel() == 16
+    with pytest.raises(ValueError, match="outside the arena"):
+        arena.tensor(4096 - 60, torch.float32, (16,))

@@ -20,12 +20,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
 import mmap
 
 import torch
 from torch import nn
 
-__all__ = ["HUGE_PAGE", "huge_page_buffer", "release_freed_memory", "weights_in_huge_pages"]
+__all__ = ["HUGE_PAGE", "HugePageArena", "huge_page_arena", "huge_page_buffer", "release_freed_memory",
+           "weights_in_huge_pages"]
 
 HUGE_PAGE = 2 << 20  # x86-64's and most arm64 kernels' transparent huge page
 _SMALLEST_MOVED = 4 << 10  # under one 4 KB page (a norm's weight): no TLB entry to save
@@ -60,21 +62,45 @@ def _movable(tensor: torch.Tensor) -> bool:
             and tensor.untyped_storage().nbytes() == nbytes and tensor.storage_offset() == 0)
 
 
-def huge_page_buffer(nbytes: int) -> torch.Tensor | None:
-    """uint8 [nbytes] starting on a huge page, in an anonymous mapping advised for huge pages (the
-    tensor keeps the mapping alive); None where the system cannot be asked for them (not Linux,
-    or madvise refused)."""
+class HugePageArena:
+    """An anonymous mapping of `nbytes` (and one huge page of slack), advised for huge pages, whose
+    usable part starts on one. Tensors cut from it each have a storage of their own (no aliasing
+    storage shared by several parameters, which torch.compile's freezing or a state dict would
+    have to untangle), and each keeps the mapping alive."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._mapping.madvise(mmap.MADV_HUGEPAGE)  # OSError where the kernel refuses
+        address = torch.frombuffer(self._mapping, dtype=torch.uint8, count=1).data_ptr()
+        self._start = -address % HUGE_PAGE
+
+    def tensor(self, offset: int, dtype: torch.dtype, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """A tensor of `dtype` and `shape` at byte `offset` of the usable part (not initialised)."""
+        count = math.prod(shape)
+        if offset < 0 or offset + count * dtype.itemsize > self.nbytes:
+            raise ValueError(f"{count} x {dtype} at {offset} is outside the arena's {self.nbytes} bytes")
+        if count == 0:
+            return torch.empty(shape, dtype=dtype)
+        flat = torch.frombuffer(self._mapping, dtype=dtype, count=count, offset=self._start + offset)
+        return flat.view(shape)
+
+
+def huge_page_arena(nbytes: int) -> HugePageArena | None:
+    """A HugePageArena of `nbytes`; None where the system cannot be asked for huge pages (not
+    Linux, or madvise refused)."""
     if not hasattr(mmap, "MADV_HUGEPAGE"):
         return None
-    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
-        mapping.madvise(mmap.MADV_HUGEPAGE)
+        return HugePageArena(nbytes)
     except OSError:
-        mapping.close()
         return None
-    whole = torch.frombuffer(mapping, dtype=torch.uint8)  # holds a reference to the mapping
-    start = -whole.data_ptr() % HUGE_PAGE
-    return whole[start:start + nbytes]
+
+
+def huge_page_buffer(nbytes: int) -> torch.Tensor | None:
+    """uint8 [nbytes] on huge pages (see HugePageArena); None where there are none."""
+    arena = huge_page_arena(nbytes)
+    return None if arena is None else arena.tensor(0, torch.uint8, (nbytes,))
 
 
 def weights_in_huge_pages(module: nn.Module) -> int:
@@ -86,17 +112,14 @@ def weights_in_huge_pages(module: nn.Module) -> int:
         if _movable(tensor):
             tensors.setdefault(tensor.data_ptr(), tensor)
     aligned = [-(-t.numel() * t.element_size() // 64) * 64 for t in tensors.values()]  # cache-line starts
-    arena = huge_page_buffer(sum(aligned)) if tensors else None
+    arena = huge_page_arena(sum(aligned)) if tensors else None
     if arena is None:
         return 0
-    moved: dict[int, torch.Tensor] = {}
     offset = since_trim = 0
     for (pointer, tensor), size in zip(tensors.items(), aligned, strict=True):
-        nbytes = tensor.numel() * tensor.element_size()
-        moved[pointer] = arena[offset:offset + nbytes].view(tensor.dtype).view(tensor.shape).copy_(tensor)
+        _replace(module, pointer, arena.tensor(offset, tensor.dtype, tensor.shape).copy_(tensor))
         offset += size
-        since_trim += nbytes
-        _replace(module, pointer, moved[pointer])
+        since_trim += size
         if since_trim >= _TRIM_EVERY:
             release_freed_memory()
             since_trim = 0

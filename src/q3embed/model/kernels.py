@@ -105,6 +105,8 @@ def native_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """rms_norm as one call of q3embed_cpu::rms_norm where it takes x, else eagerly."""
     if not _native_takes(x, weight) or weight.dim() != 1:
         return rms_norm(x, weight, eps)
+    if x.dim() == 2:  # the decoder's [T, hidden]: no reshaping
+        return torch.ops.q3embed_cpu.rms_norm(x, weight, eps)
     return torch.ops.q3embed_cpu.rms_norm(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
 
 
