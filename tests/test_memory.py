@@ -12,6 +12,8 @@ from torch import nn
 from q3embed import Embedder
 from q3embed.engine import memory
 from q3embed.engine.memory import HUGE_PAGE, huge_page_buffer, weights_in_huge_pages
+from q3embed.engine.options import ModelOptions
+from q3embed.errors import ConfigurationError
 from texts import MIXED_TEXTS
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -89,18 +91,35 @@ def test_views_and_other_devices_stay_where_they_are(monkeypatch):
     assert weights_in_huge_pages(plain) == 0 and plain.weight.data_ptr() == weight
 
 
+def _large_layer_weights(embedder: Embedder) -> list[torch.Tensor]:
+    layers = embedder._backend.model.layers  # noqa: SLF001
+    return [p for p in layers.parameters() if p.numel() * p.element_size() >= 4096 and not p.is_mkldnn]
+
+
 @needs_huge_pages
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_a_cpu_embedder_keeps_its_layers_in_huge_pages_and_embeds_as_before(tiny_embedding_dir, dtype, monkeypatch):
+def test_a_cpu_embedder_keeps_its_layers_in_huge_pages_and_embeds_as_before(tiny_embedding_dir, dtype):
     moved = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off")
-    layers = moved._backend.model.layers  # noqa: SLF001
-    weights = [p for p in layers.parameters() if p.numel() * p.element_size() >= 4096 and not p.is_mkldnn]
+    weights = _large_layer_weights(moved)
     mappings = [_mapping_of(p.data_ptr()) for p in weights]
     assert weights and len({mapping["start"] for mapping in mappings}) == 1  # one mapping holds them all
     assert min(p.data_ptr() for p in weights) % HUGE_PAGE == 0  # the first at the huge page it starts on
-    monkeypatch.setattr(memory, "huge_page_arena", lambda nbytes: None)
-    plain = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off")
+    plain = Embedder(str(tiny_embedding_dir), dtype=dtype, device="cpu", compile="off", huge_pages=False)
+    if THP.exists() and "[madvise]" in THP.read_text():  # only advised mappings may have huge pages
+        assert mappings[0]["THPeligible"] == 1
+        assert all(_mapping_of(p.data_ptr())["THPeligible"] == 0 for p in _large_layer_weights(plain))
     assert np.array_equal(moved.encode(MIXED_TEXTS), plain.encode(MIXED_TEXTS))
+
+
+def test_huge_pages_is_a_yes_or_no_and_a_flag_turns_it_off(tiny_embedding_dir):
+    from q3embed.cli import build_parser
+    from q3embed.cli.common import model_options
+
+    with pytest.raises(ConfigurationError, match="huge_pages must be true or false"):
+        ModelOptions(huge_pages="no")
+    parse = build_parser().parse_args
+    assert model_options(parse(["embed", "--model", str(tiny_embedding_dir), "hi"])).huge_pages is True
+    assert model_options(parse(["embed", "--model", str(tiny_embedding_dir), "--no-huge-pages", "hi"])).huge_pages is False
 
 
 @needs_huge_pages

@@ -140,6 +140,7 @@ class Placement:
     graphs: str | None = None  # "inductor", "cuda" or None: the short-sequence graphs (model.graphs)
     attention: str = "auto"  # model.attention.choose_attention's choice
     quantize: str = "none"  # "int8": the decoder's linear layers as model.quantized.Int8Linear
+    huge_pages: bool = False  # move the decoder's weights into 2 MB pages (a CPU, asked for)
 
     def batch_tokens(self, per_token_bytes: int) -> int:
         """The token budget of one forward pass: the options' value, CPU_BATCH_TOKENS on a CPU,
@@ -209,7 +210,8 @@ def place(options: "ModelOptions") -> Placement:
     placement = Placement(device, dtype, resolve_compile(options.compile, device), options.max_batch_tokens,
                           graphs=resolve_graphs(options.compile, device),
                           attention=resolve_attention(options.attention, device, dtype),
-                          quantize=resolve_quantize(options.quantize, device, options.compile))
+                          quantize=resolve_quantize(options.quantize, device, options.compile),
+                          huge_pages=options.huge_pages and device.type == "cpu")
     if device.type == "cpu":
         set_cpu_threads(options.threads)
     return placement

@@ -31,7 +31,7 @@ __all__ = ["HUGE_PAGE", "HugePageArena", "huge_page_arena", "huge_page_buffer", 
 
 HUGE_PAGE = 2 << 20  # x86-64's and most arm64 kernels' transparent huge page
 _SMALLEST_MOVED = 4 << 10  # under one 4 KB page (a norm's weight): no TLB entry to save
-_TRIM_EVERY = 512 << 20  # bytes moved between trims: the copies' peak stays at most this above the model
+_TRIM_EVERY = 64 << 20  # bytes moved between trims: the copies' peak stays at most this above the model
 
 
 @functools.cache

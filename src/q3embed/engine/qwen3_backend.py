@@ -36,16 +36,16 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
     """Give the decoder its attention backend, its projections fused (q/k/v and gate/up: one
     product each), its CPU kernels' weights (int8 layers where asked: Q8_0 blocks in bf16 where the
-    Q8_0 kernel runs, else fbgemm's; otherwise bf16 weights packed for oneDNN), on a CPU the layers'
-    weights in huge pages (engine/memory.py), and hand the memory that loading freed back to the
-    system; -> the activation bytes one token of a batch needs."""
+    Q8_0 kernel runs, else fbgemm's; otherwise bf16 weights packed for oneDNN), the layers' weights
+    in huge pages where the placement asks (a CPU; engine/memory.py), and hand the memory that
+    loading freed back to the system; -> the activation bytes one token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))
     loaded.model.fuse_projections()
     if placement.quantize == "int8":
         quantize_decoder(loaded.model, blocks=cpu_kernels_run(placement.dtype, placement.device))
     elif placement.graphs != "inductor":  # Inductor's frozen graphs pack the weights themselves
         pack_decoder_linears(loaded.model)  # bf16 on a CPU only
-    if placement.device.type == "cpu":
+    if placement.huge_pages:
         weights_in_huge_pages(loaded.model.layers)
     release_freed_memory()
     return loaded.config.activation_bytes_per_token(placement.dtype.itemsize)
