@@ -118,8 +118,9 @@ def test_huge_pages_is_a_yes_or_no_and_a_flag_turns_it_off(tiny_embedding_dir):
     with pytest.raises(ConfigurationError, match="huge_pages must be true or false"):
         ModelOptions(huge_pages="no")
     parse = build_parser().parse_args
-    assert model_options(parse(["embed", "--model", str(tiny_embedding_dir), "hi"])).huge_pages is True
-    assert model_options(parse(["embed", "--model", str(tiny_embedding_dir), "--no-huge-pages", "hi"])).huge_pages is False
+    model = ["--model", str(tiny_embedding_dir)]
+    assert model_options(parse(["embed", *model, "hi"])).huge_pages is True
+    assert model_options(parse(["embed", *model, "--no-huge-pages", "hi"])).huge_pages is False
 
 
 @needs_huge_pages
