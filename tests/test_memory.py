@@ -129,3 +129,13 @@ def test_an_arena_refuses_a_tensor_past_its_end():
     assert arena.tensor(4096 - 64, torch.float32, (16,)).numel() == 16
     with pytest.raises(ValueError, match="outside the arena"):
         arena.tensor(4096 - 60, torch.float32, (16,))
+
+
+@needs_huge_pages
+def test_a_reranker_on_huge_pages_scores_as_on_4_kb_pages(tiny_reranker_dir):
+    from q3embed import Reranker
+    from texts import DOCUMENTS, QUERIES
+
+    scores = {pages: Reranker(str(tiny_reranker_dir), dtype="bfloat16", device="cpu", compile="off",
+                              huge_pages=pages).score(QUERIES[0], DOCUMENTS) for pages in (True, False)}
+    assert scores[True] == scores[False]

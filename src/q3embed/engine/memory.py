@@ -63,14 +63,18 @@ def _movable(tensor: torch.Tensor) -> bool:
 
 
 class HugePageArena:
-    """An anonymous mapping of `nbytes` (and one huge page of slack), advised for huge pages, whose
-    usable part starts on one. Tensors cut from it each have a storage of their own (no aliasing
+    """An anonymous mapping of `nbytes` (rounded up to whole huge pages, and one of slack), advised
+    for huge pages, whose usable part starts on one. Tensors cut from it each have a storage of their own (no aliasing
     storage shared by several parameters, which torch.compile's freezing or a state dict would
     have to untangle), and each keeps the mapping alive."""
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
-        self._mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # whole huge pages from the first aligned address on, so that the last partial one is a
+        # huge page too (and a small arena is one at all: the kernel gives them only to aligned
+        # 2 MB ranges that lie wholly inside a mapping)
+        length = -(-nbytes // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE
+        self._mapping = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._mapping.madvise(mmap.MADV_HUGEPAGE)  # OSError where the kernel refuses
         address = torch.frombuffer(self._mapping, dtype=torch.uint8, count=1).data_ptr()
         self._start = -address % HUGE_PAGE
