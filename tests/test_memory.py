@@ -139,3 +139,24 @@ def test_a_reranker_on_huge_pages_scores_as_on_4_kb_pages(tiny_reranker_dir):
     scores = {pages: Reranker(str(tiny_reranker_dir), dtype="bfloat16", device="cpu", compile="off",
                               huge_pages=pages).score(QUERIES[0], DOCUMENTS) for pages in (True, False)}
     assert scores[True] == scores[False]
+
+
+@needs_huge_pages
+def test_each_old_copy_is_freed_before_the_next_one_moves(monkeypatch):
+    import weakref
+
+    module = nn.Module()
+    for index in range(4):
+        module.register_buffer(f"b{index}", torch.randn(64, 64))  # 16 KB each
+    olds = [weakref.ref(module.get_buffer(f"b{index}")) for index in range(4)]
+    alive_at_each_move = []
+    replace = memory._replace  # noqa: SLF001
+
+    def recording(module_, pointer, tensor):
+        alive_at_each_move.append(sum(ref() is not None for ref in olds))
+        replace(module_, pointer, tensor)
+
+    monkeypatch.setattr(memory, "_replace", recording)
+    weights_in_huge_pages(module)
+    assert alive_at_each_move == [4, 3, 2, 1]  # the module's own reference, and nothing else, until moved
+    assert all(ref() is None for ref in olds)

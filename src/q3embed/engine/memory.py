@@ -120,8 +120,10 @@ def weights_in_huge_pages(module: nn.Module) -> int:
     if arena is None:
         return 0
     offset = since_trim = 0
-    for (pointer, tensor), size in zip(tensors.items(), aligned, strict=True):
-        _replace(module, pointer, arena.tensor(offset, tensor.dtype, tensor.shape).copy_(tensor))
+    for pointer, size in zip(list(tensors), aligned, strict=True):
+        old = tensors.pop(pointer)  # the last reference here to a buffer's old tensor goes with it
+        _replace(module, pointer, arena.tensor(offset, old.dtype, old.shape).copy_(old))
+        del old
         offset += size
         since_trim += size
         if since_trim >= _TRIM_EVERY:
