@@ -39,9 +39,9 @@ TILE = 32  # outputs per kernel tile: out_features must be a multiple
 # the linear layers, and the decoder's other operations (RMSNorm, q/k norm + RoPE, attention)
 _SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("block_linear.cpp", "decoder_ops.cpp"))
 _HEADERS = (Path(__file__).with_name("csrc") / "simd.h",)  # the helpers both include
-_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 # -ffp-contract=off: no multiply and add fused into one rounding where torch rounds twice
-_COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp", "-ffp-contract=off"]
+_COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mavx512vnni", "-fopenmp", "-ffp-contract=off"]
 DEFAULT_BUILD_ROOT = Path.home() / ".cache" / "q3embed" / "kernels"
 
 

@@ -1,6 +1,9 @@
-// y = x W^T on an AVX512-BF16 CPU, x and y bf16, for weights held in one of two packed forms:
+// y = x W^T on an AVX512-BF16 CPU, x and y bf16, for weights held in one of three packed forms:
 //   - GGUF's Q8_0 blocks: int8 values q and one scale d per 32 inputs of an output,
 //     W[n, k] = d[n, k/32] x q[n, k] (q3embed_cpu::q8_linear);
+//   - the same blocks for int8 inputs (q3embed_cpu::q8_linear_int8, quantize="w8a8"): x is
+//     quantized per row and 32 inputs as llama.cpp quantizes activations (Q8_0), and the blocks are
+//     multiplied in int8 with AVX512-VNNI (see "Int8 inputs" below);
 //   - bf16 (q3embed_cpu::bf16_linear).
 //
 // Why kernels of our own. Q8_0: no library on PyPI multiplies by Q8_0 blocks; torch and oneDNN
@@ -21,6 +24,8 @@
 //              64-byte line, the operand order of vdpbf16ps), so a tile is one contiguous stream
 //   q8 scales  fp32 [N/32, K/32, 32]: per tile and block of 32 inputs, each output's d
 //   bf16       bf16 [N/32, K/2, 32, 2]: the same order (two lines per input pair)
+//   int8-input values  uint8 [N/32, K/4, 32, 4]: q + 128 per input quad, the tile's 32 outputs x 4
+//              inputs (two lines, vpdpbusd's unsigned operand); scales as for q8
 // Threads split the tiles (at::parallel_for: torch's own OpenMP team, no second runtime).
 
 #include <ATen/ATen.h>
@@ -33,6 +38,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -42,15 +48,17 @@ using namespace q3embed_simd;
 constexpr int64_t kTile = 32;   // outputs per tile: two 16-lane fp32 accumulators per row
 constexpr int64_t kBlock = 32;  // inputs per Q8_0 block
 constexpr int64_t kPairsPerBlock = kBlock / 2;
-enum class Weights { kQ8, kBf16 };
+enum class Weights { kQ8, kBf16, kQ8Int8Inputs };
 
 // Rows a tile is multiplied with per pass: 2 accumulators a row, 2 weight vectors and 1 broadcast
 // input in the 32 vector registers, so 14 for bf16 (13 rows, the length of a short query, in one
 // pass: at 12 they took two, 7 and 6, and ran at 33 GB/s against 40 at 12 rows). Q8_0's first pass
 // also holds the block's 4 scale vectors and the 4 fp32 quarters of the line it expands, so 12:
 // beyond that GCC spills accumulators in the loop.
+// Int8 inputs: 2 int32 accumulators a row for the block in progress (the fp32 sums are spilled
+// between blocks, once per 16 products).
 template <Weights W>
-constexpr int kRowsPerPass = W == Weights::kQ8 ? 12 : 14;
+constexpr int kRowsPerPass = W == Weights::kBf16 ? 14 : (W == Weights::kQ8 ? 12 : 12);
 // Prefetch the weights this many bytes ahead of the reads: the expansion and the products then
 // overlap the memory reads (a one-row Q8_0 product read 20 GB/s without it, 48 with 8 KB; 2-core
 // Zen 4). 8 KB of int8 for Q8_0, 8 KB (two lines per pair) for bf16.
@@ -89,7 +97,7 @@ Q3_INLINE void expand_line(const int8_t* line, const __m512 scales[4], __m512i& 
 // 1-row ones 0.7-1.1x (bench/linear_kernels.py).
 template <Weights W, int ROWS, bool KEEP>
 Q3_INLINE void prefetch(const void* address) {
-  constexpr bool to_l2 = W == Weights::kBf16 && ROWS >= 8 && !KEEP;
+  constexpr bool to_l2 = (W == Weights::kQ8Int8Inputs || (W == Weights::kBf16 && ROWS >= 8)) && !KEEP;
   _mm_prefetch(static_cast<const char*>(address), to_l2 ? _MM_HINT_T1 : _MM_HINT_T0);
 }
 
@@ -102,29 +110,56 @@ struct Tile {
 };
 
 // Input pair `pair` of the next tile (the lines of its weights, and at a block's start its Q8_0
-// scales), into L2.
+// scales), into L2. Int8 inputs: `pair` counts input quads (two lines each, as bf16's pairs).
 template <Weights W>
 Q3_INLINE void prefetch_next(const Tile& next, int64_t pair) {
   const auto* weights = static_cast<const char*>(next.weights);
-  if constexpr (W == Weights::kQ8) {
-    _mm_prefetch(weights + pair * 64, _MM_HINT_T1);
-    if (pair % kPairsPerBlock == 0) {
-      const auto* scales = reinterpret_cast<const char*>(next.d + pair / kPairsPerBlock * kTile);
-      _mm_prefetch(scales, _MM_HINT_T1);
-      _mm_prefetch(scales + 64, _MM_HINT_T1);
-    }
-  } else {
+  if constexpr (W == Weights::kBf16) {
     _mm_prefetch(weights + pair * 128, _MM_HINT_T1);
     _mm_prefetch(weights + pair * 128 + 64, _MM_HINT_T1);
+    return;
+  }
+  constexpr int64_t line_bytes = W == Weights::kQ8 ? 64 : 128, per_block = kBlock * kTile / line_bytes;
+  _mm_prefetch(weights + pair * line_bytes, _MM_HINT_T1);
+  if constexpr (W == Weights::kQ8Int8Inputs) _mm_prefetch(weights + pair * line_bytes + 64, _MM_HINT_T1);
+  if (pair % per_block == 0) {
+    const auto* scales = reinterpret_cast<const char*>(next.d + pair / per_block * kTile);
+    _mm_prefetch(scales, _MM_HINT_T1);
+    _mm_prefetch(scales + 64, _MM_HINT_T1);
   }
 }
+
+// The rows of x a product reads: bf16 (bits), row r at x + r * stride.
+struct Bf16Rows {
+  const uint16_t* x;
+  int64_t stride;
+  Bf16Rows from(int64_t row) const { return {x + row * stride, stride}; }
+};
+
+// x quantized for int8 inputs (quantize_rows): per row and block b of 32 inputs, q = round(x / d)
+// in int8 with d = max |x| / 127, and offset = -128 x the block's sum of q, which cancels the 128
+// the weights are stored with: sum (w + 128) q + offset = sum w q.
+struct Int8Rows {
+  const int8_t* q;        // [m, stride], k used
+  int64_t stride;
+  const float* d;         // [m, k/32]
+  const int32_t* offset;  // [m, k/32]
+  int64_t blocks;         // k / 32
+  Int8Rows from(int64_t row) const {
+    return {q + row * stride, stride, d + row * blocks, offset + row * blocks, blocks};
+  }
+};
+
+template <Weights W>
+using RowsOf = std::conditional_t<W == Weights::kQ8Int8Inputs, Int8Rows, Bf16Rows>;
 
 // ROWS rows of x [ROWS, k] times one tile -> out [ROWS, 32] (row stride out_stride). FIRST: the
 // pass that streams the tile from memory (prefetching; Q8_0: expanding it, into `wide` if KEEP).
 // NEXT: the second pass, reading the tile from cache, prefetches the next tile into L2 meanwhile.
 template <int ROWS, Weights W, bool FIRST, bool KEEP, bool NEXT>
-void tile_rows(const uint16_t* x, int64_t x_stride, int64_t k, const Tile& tile, at::BFloat16* out,
-               int64_t out_stride) {
+void tile_rows(const Bf16Rows& rows, int64_t k, const Tile& tile, at::BFloat16* out, int64_t out_stride) {
+  const uint16_t* x = rows.x;
+  const int64_t x_stride = rows.stride;
   __m512 acc[ROWS][2];
   for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   __m512 scales[4];
@@ -161,15 +196,61 @@ void tile_rows(const uint16_t* x, int64_t x_stride, int64_t k, const Tile& tile,
   for (int r = 0; r < ROWS; ++r) store_bf16(out + r * out_stride, acc[r][0], acc[r][1]);
 }
 
+// Int8 inputs: ROWS quantized rows times one tile -> out [ROWS, 32]. Per block of 32 inputs, each
+// row's int32 sums start at its offset and take the block's 8 quads with vpdpbusd (64 products of
+// u8 weights and s8 inputs an instruction, against vdpbf16ps' 32); then d_w x d_x scales them
+// into the row's fp32 sums. FIRST: the pass that streams the tile (prefetching ahead); NEXT: as in
+// tile_rows. The sums of a row are in block order whatever the other rows: any batch, the same values.
+template <int ROWS, bool FIRST, bool NEXT>
+void tile_rows_int8(const Int8Rows& x, int64_t k, const Tile& tile, at::BFloat16* out, int64_t out_stride) {
+  constexpr Weights W = Weights::kQ8Int8Inputs;
+  constexpr int64_t kQuadsPerBlock = kBlock / 4;
+  // The fp32 sums live in memory (L1), read and written once per block: in registers beside the
+  // int32 sums GCC spilled and copied those inside the quad loop (12 rows: 0.35 TOP/s).
+  alignas(64) float sums[ROWS][kTile] = {};
+  const auto* weights = static_cast<const uint8_t*>(tile.weights);
+  for (int64_t block = 0; block < k / kBlock; ++block) {
+    __m512i acc[ROWS][2];
+    for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm512_set1_epi32(x.offset[r * x.blocks + block]);
+#pragma GCC unroll 8
+    for (int64_t j = 0; j < kQuadsPerBlock; ++j) {
+      const int64_t quad = block * kQuadsPerBlock + j;
+      const uint8_t* line = weights + quad * 128;
+      if constexpr (FIRST) prefetch<W, ROWS, false>(line + kPrefetchBytes);
+      if constexpr (FIRST) prefetch<W, ROWS, false>(line + kPrefetchBytes + 64);
+      if constexpr (NEXT) prefetch_next<W>(*tile.next, quad);
+      const __m512i w0 = _mm512_loadu_si512(line), w1 = _mm512_loadu_si512(line + 64);
+      for (int r = 0; r < ROWS; ++r) {
+        int32_t four;  // inputs 4 quad .. 4 quad + 3 of row r, broadcast to every lane
+        std::memcpy(&four, x.q + r * x.stride + 4 * quad, sizeof(four));
+        const __m512i xr = _mm512_set1_epi32(four);
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w0, xr);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w1, xr);
+      }
+    }
+    const __m512 dw0 = _mm512_loadu_ps(tile.d + block * kTile), dw1 = _mm512_loadu_ps(tile.d + block * kTile + 16);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m512 dx = _mm512_set1_ps(x.d[r * x.blocks + block]);
+      _mm512_store_ps(sums[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(dw0, dx),
+                                               _mm512_load_ps(sums[r])));
+      _mm512_store_ps(sums[r] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(dw1, dx),
+                                                    _mm512_load_ps(sums[r] + 16)));
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) store_bf16(out + r * out_stride, _mm512_load_ps(sums[r]), _mm512_load_ps(sums[r] + 16));
+}
+
 template <Weights W, bool FIRST, bool KEEP, bool NEXT = false>
-void tile_pass(int64_t rows, const uint16_t* x, int64_t x_stride, int64_t k, const Tile& tile, at::BFloat16* out,
-               int64_t n) {
+void tile_pass(int64_t rows, const RowsOf<W>& x, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
   switch (rows) {
-#define Q3_ROWS(R)                                                           \
-    case R:                                                                  \
-      if constexpr (R <= kRowsPerPass<W>) {                                  \
-        tile_rows<R, W, FIRST, KEEP, NEXT>(x, x_stride, k, tile, out, n);   \
-        break;                                                               \
+#define Q3_ROWS(R)                                                                     \
+    case R:                                                                            \
+      if constexpr (R <= kRowsPerPass<W> && W == Weights::kQ8Int8Inputs) {             \
+        tile_rows_int8<R, FIRST, NEXT>(x, k, tile, out, n);                            \
+        break;                                                                         \
+      } else if constexpr (R <= kRowsPerPass<W> && W != Weights::kQ8Int8Inputs) {     \
+        tile_rows<R, W, FIRST, KEEP, NEXT>(x, k, tile, out, n);                        \
+        break;                                                                         \
       }
     Q3_ROWS(1) Q3_ROWS(2) Q3_ROWS(3) Q3_ROWS(4) Q3_ROWS(5) Q3_ROWS(6)
     Q3_ROWS(7) Q3_ROWS(8) Q3_ROWS(9) Q3_ROWS(10) Q3_ROWS(11) Q3_ROWS(12)
@@ -186,17 +267,16 @@ void tile_pass(int64_t rows, const uint16_t* x, int64_t x_stride, int64_t k, con
 // as slow as the memory, and after it the second computed with memory idle (bf16 27-row products
 // of the 0.6B model, from memory: 0.30-0.35 -> 0.34-0.37 TFLOP/s; 2-core Zen 4).
 template <Weights W>
-void tile_all_rows(const uint16_t* x, int64_t x_stride, int64_t m, int64_t k, const Tile& tile, at::BFloat16* out,
-                   int64_t n) {
+void tile_all_rows(const RowsOf<W>& x, int64_t m, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
   const int64_t passes = (m + kRowsPerPass<W> - 1) / kRowsPerPass<W>;
   int64_t row = 0;
   for (int64_t p = 0; p < passes; ++p) {
     const int64_t rows = (m - row) / (passes - p);
-    const uint16_t* x_pass = x + row * x_stride;
-    if (p == 1 && tile.next) tile_pass<W, false, false, true>(rows, x_pass, x_stride, k, tile, out + row * n, n);
-    else if (p > 0) tile_pass<W, false, false>(rows, x_pass, x_stride, k, tile, out + row * n, n);
-    else if (passes > 1) tile_pass<W, true, true>(rows, x, x_stride, k, tile, out, n);
-    else tile_pass<W, true, false>(rows, x, x_stride, k, tile, out, n);
+    const RowsOf<W> x_pass = x.from(row);
+    if (p == 1 && tile.next) tile_pass<W, false, false, true>(rows, x_pass, k, tile, out + row * n, n);
+    else if (p > 0) tile_pass<W, false, false>(rows, x_pass, k, tile, out + row * n, n);
+    else if (passes > 1) tile_pass<W, true, true>(rows, x, k, tile, out, n);
+    else tile_pass<W, true, false>(rows, x, k, tile, out, n);
     row += rows;
   }
 }
@@ -234,6 +314,45 @@ void swiglu_rows(int64_t rows, const at::BFloat16* gate, const at::BFloat16* up,
                  silu_times(load_bf16(gate + r * kTile + half), load_bf16(up + r * kTile + half)));
 }
 
+// x [m, k] bf16 quantized for int8 inputs (Int8Rows), the tensors holding it.
+struct QuantizedRows {
+  at::Tensor q, d, offset;
+  Int8Rows rows() const {
+    return {q.data_ptr<int8_t>(), q.stride(0), d.data_ptr<float>(), offset.data_ptr<int32_t>(), d.size(1)};
+  }
+};
+
+// Each row's blocks of 32 inputs as llama.cpp's quantize_row_q8_0 makes them (d = max |x| / 127,
+// q = x x 127 / max |x| rounded to nearest even), d kept in fp32 where llama.cpp rounds it to
+// fp16. Rows 64 bytes further apart than k, so that a pass's rows fall in different L1 sets.
+QuantizedRows quantize_rows(const at::Tensor& x) {
+  const int64_t m = x.size(0), k = x.size(1), blocks = k / kBlock;
+  QuantizedRows out{at::empty({m, k + 64}, x.options().dtype(at::kChar)).narrow(1, 0, k),
+                    at::empty({m, blocks}, x.options().dtype(at::kFloat)),
+                    at::empty({m, blocks}, x.options().dtype(at::kInt))};
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  const int64_t x_stride = x.stride(0), q_stride = out.q.stride(0);
+  int8_t* qp = out.q.data_ptr<int8_t>();
+  float* dp = out.d.data_ptr<float>();
+  int32_t* op = out.offset.data_ptr<int32_t>();
+  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t b = 0; b < blocks; ++b) {
+        const auto* src = reinterpret_cast<const at::BFloat16*>(xp + r * x_stride + b * kBlock);
+        const __m512 low = load_bf16(src), high = load_bf16(src + 16);
+        const float largest = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+        const __m512 scale = _mm512_set1_ps(largest != 0.0f ? 127.0f / largest : 0.0f);
+        const __m512i q_low = _mm512_cvtps_epi32(_mm512_mul_ps(low, scale));  // MXCSR: nearest even
+        const __m512i q_high = _mm512_cvtps_epi32(_mm512_mul_ps(high, scale));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + r * q_stride + b * kBlock), _mm512_cvtsepi32_epi8(q_low));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + r * q_stride + b * kBlock + 16), _mm512_cvtsepi32_epi8(q_high));
+        dp[r * blocks + b] = largest / 127.0f;
+        op[r * blocks + b] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q_low, q_high));
+      }
+  });
+  return out;
+}
+
 // out = x [m, k] times every tile (kProducts: [m, 32 tiles]; kSwiglu: [m, 16 tiles], see Output);
 // `tile_of(t)` -> tile t's weights.
 template <Weights W, Output O = Output::kProducts, typename TileOf>
@@ -243,12 +362,21 @@ at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf til
   const int64_t m = x_in.size(0), jobs = O == Output::kSwiglu ? tiles / 2 : tiles, n = jobs * kTile;
   at::Tensor out = at::empty({m, n}, x_in.options());
   if (m == 0) return out;
-  const at::Tensor x = rows_apart(x_in);
-  const int64_t x_stride = x.stride(0);
-  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  // the rows as the kernel reads them: bf16 (rows_apart), or quantized for int8 inputs
+  at::Tensor x;
+  QuantizedRows quantized;
+  RowsOf<W> x_all;
+  if constexpr (W == Weights::kQ8Int8Inputs) {
+    quantized = quantize_rows(x_in.contiguous());
+    x_all = quantized.rows();
+  } else {
+    x = rows_apart(x_in);
+    x_all = Bf16Rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), x.stride(0)};
+  }
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
+  const int64_t row_bytes = W == Weights::kQ8Int8Inputs ? k : 2 * k;
   const int64_t chunk = W == Weights::kQ8
-      ? m : std::max<int64_t>(kRowsPerPass<W>, kRowChunkBytes / (2 * k) / kRowsPerPass<W> * kRowsPerPass<W>);
+      ? m : std::max<int64_t>(kRowsPerPass<W>, kRowChunkBytes / row_bytes / kRowsPerPass<W> * kRowsPerPass<W>);
   at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
     // One tile in bf16 (Q8_0, several passes), per thread, reused from call to call: a fresh
     // 64-192 KB allocation would be a fresh mapping, page faults included, per product.
@@ -262,14 +390,14 @@ at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf til
     }
     for (int64_t row = 0; row < m; row += chunk) {
       const int64_t rows = std::min(chunk, m - row);
-      const uint16_t* x_rows = xp + row * x_stride;
+      const RowsOf<W> x_rows = x_all.from(row);
       // these rows x tile t, then tile `after` (-1: none) is multiplied
       auto rows_times = [&](int64_t t, int64_t after, at::BFloat16* to, int64_t to_stride) {
         const Tile next = after >= 0 ? tile_of(after) : Tile{};
         Tile tile = tile_of(t);
         tile.wide = wide.data();
         tile.next = after >= 0 ? &next : nullptr;
-        tile_all_rows<W>(x_rows, x_stride, rows, k, tile, to, to_stride);
+        tile_all_rows<W>(x_rows, rows, k, tile, to, to_stride);
       };
       for (int64_t t = begin; t < end; ++t) {
         const int64_t after = t + 1 < end ? t + 1 : -1;
@@ -306,6 +434,26 @@ at::Tensor q8_multiply(const at::Tensor& x, const at::Tensor& values, const at::
   });
 }
 
+void check_q8_int8(const at::Tensor& values, const at::Tensor& scales) {
+  TORCH_CHECK(values.scalar_type() == at::kByte && values.dim() == 4 && values.size(2) == kTile
+              && values.size(3) == 4 && values.is_contiguous(), "values must be uint8 [N/32, K/4, 32, 4]");
+  const int64_t tiles = values.size(0), k = values.size(1) * 4;
+  TORCH_CHECK(k % kBlock == 0, "K must be a multiple of 32");
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous()
+              && scales.sizes() == at::IntArrayRef({tiles, k / kBlock, kTile}), "scales must be fp32 [N/32, K/32, 32]");
+}
+
+template <Output O>
+at::Tensor q8_int8_multiply(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
+  check_q8_int8(values, scales);
+  const int64_t tiles = values.size(0), k = values.size(1) * 4;
+  const uint8_t* qp = values.data_ptr<uint8_t>();
+  const float* dp = scales.data_ptr<float>();
+  return multiply<Weights::kQ8Int8Inputs, O>(x, tiles, k, [&](int64_t t) {
+    return Tile{qp + t * k * kTile, dp + t * (k / kBlock) * kTile, nullptr, nullptr};
+  });
+}
+
 template <Output O>
 at::Tensor bf16_multiply(const at::Tensor& x, const at::Tensor& weights) {
   TORCH_CHECK(weights.scalar_type() == at::kBFloat16 && weights.dim() == 4 && weights.size(2) == kTile
@@ -325,6 +473,9 @@ TORCH_LIBRARY(q3embed_cpu, lib) {
   // weights [gate; up] (a fused gate_up projection's) -> silu(x Wg^T) * (x Wu^T)
   lib.def("q8_linear_swiglu(Tensor x, Tensor values, Tensor scales) -> Tensor");
   lib.def("bf16_linear_swiglu(Tensor x, Tensor weights) -> Tensor");
+  // Q8_0 blocks (values + 128, uint8 [N/32, K/4, 32, 4]) times x quantized to Q8_0 blocks
+  lib.def("q8_linear_int8(Tensor x, Tensor values, Tensor scales) -> Tensor");  // not yet wired to quantize=; bench: see commit
+  lib.def("q8_linear_int8_swiglu(Tensor x, Tensor values, Tensor scales) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
@@ -332,4 +483,6 @@ TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
   lib.impl("bf16_linear", &bf16_multiply<Output::kProducts>);
   lib.impl("q8_linear_swiglu", &q8_multiply<Output::kSwiglu>);
   lib.impl("bf16_linear_swiglu", &bf16_multiply<Output::kSwiglu>);
+  lib.impl("q8_linear_int8", &q8_int8_multiply<Output::kProducts>);
+  lib.impl("q8_linear_int8_swiglu", &q8_int8_multiply<Output::kSwiglu>);
 }
