@@ -58,7 +58,7 @@ enum class Weights { kQ8, kBf16, kQ8Int8Inputs };
 // Int8 inputs: 2 int32 accumulators a row for the block in progress (the fp32 sums are spilled
 // between blocks, once per 16 products).
 template <Weights W>
-constexpr int kRowsPerPass = W == Weights::kBf16 ? 14 : (W == Weights::kQ8 ? 12 : 12);
+constexpr int kRowsPerPass = W == Weights::kBf16 ? 14 : 12;
 // Prefetch the weights this many bytes ahead of the reads: the expansion and the products then
 // overlap the memory reads (a one-row Q8_0 product read 20 GB/s without it, 48 with 8 KB; 2-core
 // Zen 4). 8 KB of int8 for Q8_0, 8 KB (two lines per pair) for bf16.
@@ -243,14 +243,12 @@ void tile_rows_int8(const Int8Rows& x, int64_t k, const Tile& tile, at::BFloat16
 template <Weights W, bool FIRST, bool KEEP, bool NEXT = false>
 void tile_pass(int64_t rows, const RowsOf<W>& x, int64_t k, const Tile& tile, at::BFloat16* out, int64_t n) {
   switch (rows) {
-#define Q3_ROWS(R)                                                                     \
-    case R:                                                                            \
-      if constexpr (R <= kRowsPerPass<W> && W == Weights::kQ8Int8Inputs) {             \
-        tile_rows_int8<R, FIRST, NEXT>(x, k, tile, out, n);                            \
-        break;                                                                         \
-      } else if constexpr (R <= kRowsPerPass<W> && W != Weights::kQ8Int8Inputs) {     \
-        tile_rows<R, W, FIRST, KEEP, NEXT>(x, k, tile, out, n);                        \
-        break;                                                                         \
+#define Q3_ROWS(R)                                                             \
+    case R:                                                                    \
+      if constexpr (R <= kRowsPerPass<W>) {                                    \
+        if constexpr (W == Weights::kQ8Int8Inputs) tile_rows_int8<R, FIRST, NEXT>(x, k, tile, out, n); \
+        else tile_rows<R, W, FIRST, KEEP, NEXT>(x, k, tile, out, n);           \
+        break;                                                                 \
       }
     Q3_ROWS(1) Q3_ROWS(2) Q3_ROWS(3) Q3_ROWS(4) Q3_ROWS(5) Q3_ROWS(6)
     Q3_ROWS(7) Q3_ROWS(8) Q3_ROWS(9) Q3_ROWS(10) Q3_ROWS(11) Q3_ROWS(12)
@@ -414,42 +412,28 @@ at::Tensor multiply(const at::Tensor& x_in, int64_t tiles, int64_t k, TileOf til
   return out;
 }
 
+// Q8_0 blocks: values [N/32, K/inputs, 32, inputs] (int8, 2 inputs a lane: q8_linear; uint8 q + 128,
+// 4 a lane: q8_linear_int8) and scales fp32 [N/32, K/32, 32].
+template <Weights W>
 void check_q8(const at::Tensor& values, const at::Tensor& scales) {
-  TORCH_CHECK(values.scalar_type() == at::kChar && values.dim() == 4 && values.size(2) == kTile
-              && values.size(3) == 2 && values.is_contiguous(), "values must be int8 [N/32, K/2, 32, 2]");
-  const int64_t tiles = values.size(0), k = values.size(1) * 2;
+  constexpr bool int8_inputs = W == Weights::kQ8Int8Inputs;
+  constexpr int64_t inputs = int8_inputs ? 4 : 2;
+  TORCH_CHECK(values.scalar_type() == (int8_inputs ? at::kByte : at::kChar) && values.dim() == 4
+              && values.size(2) == kTile && values.size(3) == inputs && values.is_contiguous(),
+              int8_inputs ? "values must be uint8 [N/32, K/4, 32, 4]" : "values must be int8 [N/32, K/2, 32, 2]");
+  const int64_t tiles = values.size(0), k = values.size(1) * inputs;
   TORCH_CHECK(k % kBlock == 0, "K must be a multiple of 32");
   TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous()
               && scales.sizes() == at::IntArrayRef({tiles, k / kBlock, kTile}), "scales must be fp32 [N/32, K/32, 32]");
 }
 
-template <Output O>
+template <Weights W, Output O>
 at::Tensor q8_multiply(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
-  check_q8(values, scales);
-  const int64_t tiles = values.size(0), k = values.size(1) * 2;
-  const int8_t* qp = values.data_ptr<int8_t>();
+  check_q8<W>(values, scales);
+  const int64_t tiles = values.size(0), k = values.size(1) * values.size(3);
+  const auto* qp = static_cast<const char*>(values.data_ptr());
   const float* dp = scales.data_ptr<float>();
-  return multiply<Weights::kQ8, O>(x, tiles, k, [&](int64_t t) {
-    return Tile{qp + t * k * kTile, dp + t * (k / kBlock) * kTile, nullptr, nullptr};
-  });
-}
-
-void check_q8_int8(const at::Tensor& values, const at::Tensor& scales) {
-  TORCH_CHECK(values.scalar_type() == at::kByte && values.dim() == 4 && values.size(2) == kTile
-              && values.size(3) == 4 && values.is_contiguous(), "values must be uint8 [N/32, K/4, 32, 4]");
-  const int64_t tiles = values.size(0), k = values.size(1) * 4;
-  TORCH_CHECK(k % kBlock == 0, "K must be a multiple of 32");
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous()
-              && scales.sizes() == at::IntArrayRef({tiles, k / kBlock, kTile}), "scales must be fp32 [N/32, K/32, 32]");
-}
-
-template <Output O>
-at::Tensor q8_int8_multiply(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
-  check_q8_int8(values, scales);
-  const int64_t tiles = values.size(0), k = values.size(1) * 4;
-  const uint8_t* qp = values.data_ptr<uint8_t>();
-  const float* dp = scales.data_ptr<float>();
-  return multiply<Weights::kQ8Int8Inputs, O>(x, tiles, k, [&](int64_t t) {
+  return multiply<W, O>(x, tiles, k, [&](int64_t t) {
     return Tile{qp + t * k * kTile, dp + t * (k / kBlock) * kTile, nullptr, nullptr};
   });
 }
@@ -474,15 +458,15 @@ TORCH_LIBRARY(q3embed_cpu, lib) {
   lib.def("q8_linear_swiglu(Tensor x, Tensor values, Tensor scales) -> Tensor");
   lib.def("bf16_linear_swiglu(Tensor x, Tensor weights) -> Tensor");
   // Q8_0 blocks (values + 128, uint8 [N/32, K/4, 32, 4]) times x quantized to Q8_0 blocks
-  lib.def("q8_linear_int8(Tensor x, Tensor values, Tensor scales) -> Tensor");  // not yet wired to quantize=; bench: see commit
+  lib.def("q8_linear_int8(Tensor x, Tensor values, Tensor scales) -> Tensor");
   lib.def("q8_linear_int8_swiglu(Tensor x, Tensor values, Tensor scales) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(q3embed_cpu, CPU, lib) {
-  lib.impl("q8_linear", &q8_multiply<Output::kProducts>);
+  lib.impl("q8_linear", &q8_multiply<Weights::kQ8, Output::kProducts>);
   lib.impl("bf16_linear", &bf16_multiply<Output::kProducts>);
-  lib.impl("q8_linear_swiglu", &q8_multiply<Output::kSwiglu>);
+  lib.impl("q8_linear_swiglu", &q8_multiply<Weights::kQ8, Output::kSwiglu>);
   lib.impl("bf16_linear_swiglu", &bf16_multiply<Output::kSwiglu>);
-  lib.impl("q8_linear_int8", &q8_int8_multiply<Output::kProducts>);
-  lib.impl("q8_linear_int8_swiglu", &q8_int8_multiply<Output::kSwiglu>);
+  lib.impl("q8_linear_int8", &q8_multiply<Weights::kQ8Int8Inputs, Output::kProducts>);
+  lib.impl("q8_linear_int8_swiglu", &q8_multiply<Weights::kQ8Int8Inputs, Output::kSwiglu>);
 }
