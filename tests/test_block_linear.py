@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from q3embed import Embedder
-from q3embed.model.block_linear import (Q8Linear, cpu_kernels_available, cpu_kernels_preferred, pack_tiles,
-                                        quantize_q8_0, tiles_fit)
+from q3embed.model.block_linear import (Q8Linear, cpu_kernels_available, cpu_kernels_preferred,
+                                        pack_int8_input_tiles, pack_tiles, quantize_q8_0, tiles_fit)
 from q3embed.model.linear import Linear
 from q3embed.model.quantized import Int8Embedding
 from q3embed.model.qwen3 import _concatenated
@@ -47,6 +47,44 @@ def test_products_equal_the_dequantized_weights(out_features, in_features, rows)
     # Only the final rounding to bf16 may differ: at most one bf16 step of each output.
     assert ((got.float() - exact).abs() <= exact.abs() * 2 ** -7 + 1e-6).all()
     assert torch.allclose(got.float(), F.linear(x, weight).float(), rtol=2 ** -7, atol=1e-6)
+
+
+def _q8_0_rows(x: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] quantized per 32 inputs as llama.cpp quantizes activations: q = x x (127 / max |x|)
+    rounded to nearest even, d = max |x| / 127, both in fp32 as the kernel computes them; d x q in fp64."""
+    blocks = x.float().view(x.shape[0], -1, 32)
+    largest = blocks.abs().amax(dim=-1, keepdim=True)
+    # torch.div of two tensors, not 127 / largest: that is 127 x (1 / largest), rounded twice
+    scale = torch.where(largest > 0, torch.div(torch.full_like(largest, 127), largest), torch.zeros_like(largest))
+    return (torch.round(blocks * scale).double() * (largest / 127).double()).view(x.shape)
+
+
+@pytest.mark.parametrize("out_features, in_features", [(64, 64), (96, 1024), (64, 2048)])
+@pytest.mark.parametrize("rows", [1, 7, 12, 13, 27, 300])
+def test_int8_input_products_are_q8_0_inputs_times_the_blocks(out_features, in_features, rows):
+    q, d = _blocks(out_features, in_features)
+    q[0, :32] = -128  # a file may hold -128: its q + 128 is 0
+    layer = Q8Linear.from_blocks(q, d)
+    values = pack_int8_input_tiles(q)
+    x = torch.randn(rows, in_features, generator=torch.Generator().manual_seed(rows)).bfloat16()
+    x[0, 32:64] *= 1e3  # one block of large inputs: its scale is its own, not the row's
+    weight = (q.double().view(out_features, -1, 32) * d.double().unsqueeze(-1)).view(out_features, in_features)
+    exact = _q8_0_rows(x) @ weight.T
+    got = torch.ops.q3embed_cpu.q8_linear_int8(x, values, layer.scales)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
+    # The integer sums are exact; the fp32 scaling of each block and the final bf16 rounding are not.
+    assert ((got.double() - exact).abs() <= exact.abs() * 2 ** -7 + exact.abs().amax() * 1e-5).all()
+    alone = torch.ops.q3embed_cpu.q8_linear_int8(x[-1:].contiguous(), values, layer.scales)
+    assert torch.equal(alone[0], got[-1])  # a row's values do not depend on the rows beside it
+
+
+def test_int8_input_swiglu_is_its_products_then_silu_times_up():
+    q, d = _blocks(128, 1024)
+    values, scales = pack_int8_input_tiles(q), Q8Linear.from_blocks(q, d).scales
+    x = torch.randn(13, 1024).bfloat16()
+    gate, up = torch.ops.q3embed_cpu.q8_linear_int8(x, values, scales).chunk(2, dim=-1)
+    expected = torch.ops.q3embed_cpu.silu_mul(gate.contiguous(), up.contiguous())
+    assert torch.equal(torch.ops.q3embed_cpu.q8_linear_int8_swiglu(x, values, scales), expected)
 
 
 def test_blocks_come_back_as_given_and_round_like_a_bf16_load():

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Q8Linear", "cpu_flags", "cpu_kernels_available", "cpu_kernels_preferred", "cpu_kernels_run",
-           "quantize_q8_0", "pack_tiles", "unpack_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
+           "quantize_q8_0", "pack_tiles", "pack_int8_input_tiles", "unpack_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
 
 log = logging.getLogger("q3embed")
 
@@ -118,6 +118,15 @@ def pack_tiles(weight: Tensor) -> Tensor:
     return weight.reshape(out_features // TILE, TILE, in_features // 2, 2).permute(0, 2, 1, 3).contiguous()
 
 
+def pack_int8_input_tiles(q: Tensor) -> Tensor:
+    """Q8_0 values q int8 [out, in] -> the int8-input kernel's order (q3embed_cpu::q8_linear_int8)
+    uint8 [out/32, in/4, 32, 4]: per tile and input quad, its 32 outputs x 4 inputs, each q + 128
+    (vpdpbusd multiplies unsigned bytes by signed ones; the kernel takes the 128 back out)."""
+    out_features, in_features = q.shape
+    shifted = q.view(torch.uint8) ^ 0x80  # the bits of q + 128
+    return shifted.reshape(out_features // TILE, TILE, in_features // 4, 4).permute(0, 2, 1, 3).contiguous()
+
+
 def unpack_tiles(tiles: Tensor) -> Tensor:
     """pack_tiles' inverse: [out/32, in/2, 32, 2] -> [out, in]."""
     return tiles.permute(0, 2, 1, 3).reshape(tiles.shape[0] * TILE, tiles.shape[1] * 2)
@@ -135,6 +144,14 @@ def _register_fake() -> None:
 
     @torch.library.register_fake("q3embed_cpu::q8_linear_swiglu")
     def _q8_swiglu(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], values.shape[0] // 2 * TILE))
+
+    @torch.library.register_fake("q3embed_cpu::q8_linear_int8")
+    def _q8_int8(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
+        return x.new_empty((x.shape[0], values.shape[0] * TILE))
+
+    @torch.library.register_fake("q3embed_cpu::q8_linear_int8_swiglu")
+    def _q8_int8_swiglu(x: Tensor, values: Tensor, scales: Tensor) -> Tensor:
         return x.new_empty((x.shape[0], values.shape[0] // 2 * TILE))
 
     @torch.library.register_fake("q3embed_cpu::bf16_linear_swiglu")
