@@ -11,7 +11,8 @@ oneDNN up to 256 rows, MKL above), F.linear in bf16, q3embed's Linear in bf16 (i
 for oneDNN, as the engine does on a CPU), quantize=int8's Int8Linear (fbgemm, activations per
 token) and, where they run (AVX512-BF16), q3embed's own kernels (model/block_linear.py): bf16
 weights in tiles (what the engine runs where it prefers them), the same tiles in 2 MB pages
-(where the engine keeps them) and Q8_0 blocks (1.0625 bytes a weight, bf16 activations). Prints
+(where the engine keeps them) and Q8_0 blocks (1.0625 bytes a weight) times bf16 activations (a
+Q8_0 file's default) and times activations quantized to Q8_0 (quantize=int8 there). Prints
 the CPU's flags that decide which of them can be fast, and the load average.
 """
 
@@ -88,6 +89,8 @@ def kernels(count: int) -> dict[str, tuple[float, list[Callable[[torch.Tensor], 
             table["q3embed kernel bf16, 2 MB pages"] = (2, [lambda x, w=w: bf16_linear(x.bfloat16(), w) for w in huge])
         q8 = [Q8Linear.from_blocks(*quantize_q8_0(w)) for w in weights]
         table["Q8Linear (Q8_0 blocks)"] = (34 / 32, [lambda x, layer=layer: layer(x.bfloat16()) for layer in q8])
+        q8_int8 = [layer.with_int8_inputs() for layer in q8]  # quantize="int8": inputs quantized to Q8_0
+        table["Q8Linear, Q8_0 inputs"] = (34 / 32, [lambda x, layer=layer: layer(x.bfloat16()) for layer in q8_int8])
     return table
 
 

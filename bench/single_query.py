@@ -15,10 +15,12 @@ load average.
 With --quantize int8 the bound is the same rule for int8 weights (one byte each, the int8
 matrix-product rate measured here), and the cosine of its vectors against fp32 is printed
 beside that of the exact model in the same dtype, on 32 standard-library docstrings. Where int8
-means Q8_0 blocks (model/block_linear.py: bf16 on AVX512-BF16) the weights stream at their own
-bytes (1.125 a weight with the fp32 scales) and compute at the bf16 rate, as the kernel does.
+means Q8_0 blocks times Q8_0 inputs (model/block_linear.py: bf16 on AVX512-BF16 and VNNI) the
+weights stream at their own bytes (1.125 a weight with the fp32 scales), and the int8 rate is the
+faster of that kernel's and fbgemm's, each at its batch sizes.
 --gguf Q8_0 runs the checkpoint's Q8_0 GGUF file (bench/common's writer) instead, its cosine
-against the fp32 safetensors model printed the same way.
+against the fp32 safetensors model printed the same way: its blocks times bf16 inputs (the file's
+values, the default), or with --quantize int8 times Q8_0 inputs, as llama.cpp computes it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gguf_vs_safetensors import gguf_file
 
 from q3embed import Embedder
 from q3embed.engine.memory import huge_page_buffer
-from q3embed.model.block_linear import Q8Linear
+from q3embed.model.block_linear import Q8Linear, cpu_kernels_available
 from q3embed.model.quantized import Int8Linear
 
 TEXT = "What is the capital of China?"  # 8 tokens as a document, 27 in the default instruction
@@ -107,14 +109,28 @@ def decoder_weights(embedder: Embedder) -> tuple[int, int]:
 
 
 def int8_tops(m: int = 2048, k: int = 1024, n: int = 3072, repeats: int = 10) -> float:
-    """Measured rate of fbgemm's dynamic int8 linear (what quantize=int8 runs) at the model's shapes."""
-    layer = Int8Linear(torch.nn.Linear(k, n, bias=False))
-    x = torch.randn(m, k)
-    layer(x)
-    started = time.perf_counter()
-    for _ in range(repeats):
+    """The measured int8 matrix-product rate at the model's shapes: the faster of fbgemm's dynamic
+    int8 linear and, where q3embed's kernels run, its Q8_0 x Q8_0 kernel (what quantize=int8 runs
+    there; timed at 256 rows, its batch regime)."""
+    fbgemm = Int8Linear(torch.nn.Linear(k, n, bias=False))
+    rates = [_tops(fbgemm, torch.randn(m, k), repeats)]
+    if cpu_kernels_available():
+        q8 = Q8Linear.quantized(torch.nn.Linear(k, n, bias=False), int8_inputs=True)
+        rates.append(_tops(q8, torch.randn(256, k).bfloat16(), repeats))
+    return max(rates)
+
+
+def _tops(layer: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """TOP/s of `layer` on x [m, k], best of three runs of `repeats` calls."""
+    with torch.inference_mode():
         layer(x)
-    return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e12
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                layer(x)
+            best = min(best, time.perf_counter() - started)
+    return 2 * x.shape[0] * layer.in_features * layer.out_features * repeats / best / 1e12
 
 
 def cosines_against_fp32(model_dir: str, embedder: Embedder) -> None:
@@ -161,8 +177,9 @@ def main() -> None:
     nbytes, params = decoder_weights(embedder)
     bandwidth = read_bandwidth_gbs(nbytes)
     modules = list(embedder._backend.model.modules())  # noqa: SLF001
-    int8 = any(isinstance(m, Int8Linear) for m in modules)  # fbgemm's int8 products
-    blocks = any(isinstance(m, Q8Linear) for m in modules)  # Q8_0 blocks, computed in bf16
+    blocks = any(isinstance(m, Q8Linear) for m in modules)  # Q8_0 blocks
+    # int8 products: fbgemm's, or Q8_0 blocks times Q8_0 inputs
+    int8 = any(isinstance(m, Int8Linear) or (isinstance(m, Q8Linear) and m.int8_inputs) for m in modules)
     rate = (int8_tops() if int8 else matmul_tflops(getattr(torch, embedder.info.dtype))) * 1e12
     stream_ms = nbytes / (bandwidth * 1e9) * 1e3
     print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}; compile {args.compile}; "
@@ -170,10 +187,11 @@ def main() -> None:
           f"{' (Q8_0 blocks)' if blocks else ''}")
     print(f"decoder weights {nbytes / 1e9:.2f} GB; read {bandwidth:.1f} GB/s -> {stream_ms:.1f} ms; "
           f"{'int8' if int8 else embedder.info.dtype} matrix products {rate / 1e12:.2f} T(FL)OP/s")
-    if not int8:
+    kind = "Q8_0 x Q8_0 inputs" if int8 else "Q8_0 x bf16 inputs" if blocks else embedder.info.dtype
+    if not any(isinstance(m, Int8Linear) for m in modules):  # fbgemm's layers are not timed alone
         for rows in (1, 8, 27):
             rate_gbs = gemv_rate_gbs(embedder, rows)
-            print(f"the engine's {embedder.info.dtype} linear over those weights, {rows:>2} rows: {rate_gbs:.1f} GB/s")
+            print(f"the engine's linear layers over those weights ({kind}), {rows:>2} rows: {rate_gbs:.1f} GB/s")
     cases = (("document", TEXT, {}), ("document", LONGER_TEXT, {}), ("query", TEXT, {"query": True}))
     for label, text, kwargs in cases:
         tokens = len(embedder.tokenize([text], **kwargs)[0])

@@ -20,7 +20,8 @@ def test_the_kernel_table_prints_every_kernel_at_every_row_count():
     rows = [line for line in done.stdout.splitlines() if line.endswith("G") and "ms per product" not in line]
     names = [line[:32].strip() for line in rows]
     huge_pages = ["q3embed kernel bf16, 2 MB pages"] * (huge_page_buffer(1) is not None)
-    ours = ["q3embed kernel bf16 (tiles)", *huge_pages, "Q8Linear (Q8_0 blocks)"] * cpu_kernels_available()
+    ours = ["q3embed kernel bf16 (tiles)", *huge_pages, "Q8Linear (Q8_0 blocks)",
+            "Q8Linear, Q8_0 inputs"] * cpu_kernels_available()
     assert names == ["F.linear fp32 (MKL)", "oneDNN fp32, plain weights", "oneDNN fp32, packed weights",
                      "q3embed Linear fp32", "F.linear bf16", "q3embed Linear bf16 (packed)",
                      "Int8Linear (fbgemm, per token)", *ours], done.stdout

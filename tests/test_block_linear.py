@@ -177,6 +177,24 @@ def test_vectors_from_blocks_equal_the_dequantized_ones(q8_file, monkeypatch):
     assert (blocks * fp32).sum(axis=1).min() >= 0.999
 
 
+def test_int8_on_a_q8_0_file_keeps_its_blocks_and_quantizes_the_inputs(q8_file):
+    # quantize="int8": llama.cpp's computation of the file, its own blocks times Q8_0 inputs.
+    if not cpu_kernels_preferred():
+        pytest.skip("the engine keeps Q8_0 blocks only where q3embed's CPU kernels are preferred (no AMX)")
+    file = Embedder(str(q8_file), dtype="bfloat16", device="cpu")
+    int8 = Embedder(str(q8_file), dtype="bfloat16", device="cpu", quantize="int8")
+    models = file._backend.model, int8._backend.model  # noqa: SLF001
+    pairs = [(a, b) for a, b in zip(*(m.modules() for m in models)) if isinstance(a, Q8Linear)]
+    assert len(pairs) == 4 * models[0].config.num_hidden_layers  # qkv, o, gate_up, down
+    for kept, repacked in pairs:
+        assert not kept.int8_inputs and repacked.int8_inputs
+        assert all(torch.equal(a, b) for a, b in zip(kept.blocks(), repacked.blocks()))  # the file's blocks
+    fp32 = Embedder(str(q8_file), dtype="float32", device="cpu").encode(TEXTS)
+    vectors = int8.encode(TEXTS)
+    assert (vectors * fp32).sum(axis=1).min() >= 0.999
+    assert np.array_equal(int8.encode(TEXTS[:1]), vectors[:1])  # a text alone, as in a batch
+
+
 # ---------------------------------------------------------------- bf16 weights in tiles
 
 

@@ -63,18 +63,19 @@ def test_swiglu_is_the_eager_swiglu(tokens, width):
 
 
 def _gate_up(kind: str, width: int, hidden: int = 1024) -> torch.nn.Module:
-    """A fused [gate; up] projection hidden -> 2 x width in the kernels' bf16 tiles or Q8_0 blocks."""
+    """A fused [gate; up] projection hidden -> 2 x width in the kernels' bf16 tiles or Q8_0 blocks
+    (for bf16 inputs or int8 ones)."""
     generator = torch.Generator().manual_seed(width)
     weight = (torch.randn(2 * width, hidden, generator=generator) * 0.05).bfloat16()
-    if kind == "q8_0":
-        return Q8Linear.from_blocks(*quantize_q8_0(weight))
+    if kind.startswith("q8_0"):
+        return Q8Linear.from_blocks(*quantize_q8_0(weight), int8_inputs=kind == "q8_0_int8")
     layer = Linear(hidden, 2 * width, bias=False).to(torch.bfloat16)
     layer.weight.data.copy_(weight)
     assert layer.pack_for_kernel()
     return layer
 
 
-@pytest.mark.parametrize("kind", ["bf16", "q8_0"])
+@pytest.mark.parametrize("kind", ["bf16", "q8_0", "q8_0_int8"])
 @pytest.mark.parametrize("tokens, width", [(1, 64), (13, 3072), (29, 96), (300, 3072)])
 def test_swiglu_inside_the_product_is_the_product_then_swiglu(kind, tokens, width, monkeypatch):
     monkeypatch.setattr("q3embed.model.linear.cpu_kernels_run", lambda dtype, device: True)

@@ -1,6 +1,6 @@
-"""quantize="int8" (model/quantized.py): the decoder's linear layers as Q8_0 blocks where the Q8_0
-kernel runs (bf16 on AVX512-BF16), else as fbgemm's int8 linear with activations quantized per
-token, and the embedding table as Q8_0 blocks. An approximation, opt-in:
+"""quantize="int8" (model/quantized.py): the decoder's linear layers as Q8_0 blocks times inputs
+quantized to Q8_0 blocks where the Q8_0 kernels run (bf16 on AVX512-BF16), else as fbgemm's int8
+linear with activations quantized per token, and the embedding table as Q8_0 blocks. An approximation, opt-in:
 these tests bound how far it may drift from the exact model (the 0.6B figures are in
 docs/benchmarks.md), and check that it is refused where it cannot run."""
 
@@ -88,6 +88,7 @@ def test_the_int8_model_stays_near_the_exact_one(tiny_embedding_dir, dtype):
     layer = int8._backend.model.layers[0]  # noqa: SLF001
     kind = Q8Linear if dtype == "bfloat16" and cpu_kernels_preferred() else Int8Linear
     assert isinstance(layer.self_attn.qkv_proj, kind) and isinstance(layer.mlp.down_proj, kind)
+    assert kind is Int8Linear or layer.mlp.gate_up_proj.int8_inputs  # int8 products, not weight-only
     assert isinstance(int8._backend.model.embed_tokens, Int8Embedding)  # noqa: SLF001
     cosines = (int8.encode(MIXED_TEXTS) * exact).sum(axis=1)
     assert cosines.min() >= 0.999, cosines.min()

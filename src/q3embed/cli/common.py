@@ -83,8 +83,9 @@ def add_model_flags(parser: argparse.ArgumentParser, *, what: str = "embedding")
                         "AVX512-BF16 CPU without AMX; sequences up to 4,096 tokens, SDPA beyond); sdpa = one call "
                         "per sequence; auto = varlen on a GPU, cpu-kernel where it runs, else sdpa (default: auto)")
     parser.add_argument("--quantize", choices=QUANTIZE_MODES, default="none",
-                        help="int8 = the decoder's matrix products in int8 on a CPU (fbgemm; single queries "
-                        "faster, an approximation: its cosine against the exact model is in docs/benchmarks.md); "
+                        help="int8 = the decoder's matrix products in int8 on a CPU (int8 weights and activations: "
+                        "Q8_0 blocks times Q8_0 inputs on AVX512-BF16/VNNI CPUs, else fbgemm; faster, an "
+                        "approximation: its cosine against the exact model is in docs/benchmarks.md); "
                         "not with --compile max (default: none, the exact model)")
     parser.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="parse",
                         help="'<|im_end|>' and the like inside texts: parse = the model's control tokens, as the "

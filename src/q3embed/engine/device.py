@@ -139,7 +139,7 @@ class Placement:
     max_batch_tokens: int | None  # the options' value; None: sized for the device once the model is loaded
     graphs: str | None = None  # "inductor", "cuda" or None: the short-sequence graphs (model.graphs)
     attention: str = "auto"  # model.attention.choose_attention's choice
-    quantize: str = "none"  # "int8": the decoder's linear layers as model.quantized.Int8Linear
+    quantize: str = "none"  # "int8": the decoder's linear layers as int8 products (model.quantized)
     huge_pages: bool = False  # move the decoder's weights into 2 MB pages (a CPU, asked for)
 
     def batch_tokens(self, per_token_bytes: int) -> int:
@@ -188,8 +188,9 @@ def resolve_attention(choice: str, device: torch.device, dtype: torch.dtype) -> 
 
 
 def resolve_quantize(mode: str, device: torch.device, compile_mode: str) -> str:
-    """int8 runs fbgemm's CPU kernels: refused on a GPU, beside compile="max" (its frozen graphs
-    take plain weights) and where this torch has no x86 quantized engine."""
+    """int8 runs on the CPU (q3embed's Q8_0 kernels or fbgemm's): refused on a GPU, beside
+    compile="max" (its frozen graphs take plain weights) and where this torch has no x86 quantized
+    engine (fbgemm is the fallback wherever q3embed's kernels do not run)."""
     if mode == "none":
         return mode
     if device.type != "cpu":

@@ -35,8 +35,8 @@ def qwen3_model_info(resolved: ResolvedModel, loaded: LoadedQwen3, placement: Pl
 
 def prepare_qwen3_model(loaded: LoadedQwen3, placement: Placement) -> int:
     """Give the decoder its attention backend, its projections fused (q/k/v and gate/up: one
-    product each), its CPU kernels' weights (int8 layers where asked: Q8_0 blocks in bf16 where the
-    Q8_0 kernel runs, else fbgemm's; otherwise bf16 weights packed for oneDNN), the layers' weights
+    product each), its CPU kernels' weights (int8 layers where asked: Q8_0 blocks times Q8_0 inputs
+    where the Q8_0 kernels run, else fbgemm's; otherwise bf16 weights packed for oneDNN), the layers' weights
     in huge pages where the placement asks (a CPU; engine/memory.py), and hand the memory that
     loading freed back to the system; -> the activation bytes one token of a batch needs."""
     loaded.model.use_attention(choose_attention(placement.attention, placement.device, placement.dtype))

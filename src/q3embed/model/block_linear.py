@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Q8Linear", "cpu_flags", "cpu_kernels_available", "cpu_kernels_preferred", "cpu_kernels_run",
-           "quantize_q8_0", "pack_tiles", "pack_int8_input_tiles", "unpack_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
+           "quantize_q8_0", "pack_tiles", "pack_int8_input_tiles", "unpack_tiles",
+           "unpack_int8_input_tiles", "tiles_fit", "Q8_BLOCK", "TILE"]
 
 log = logging.getLogger("q3embed")
 
@@ -132,6 +133,12 @@ def unpack_tiles(tiles: Tensor) -> Tensor:
     return tiles.permute(0, 2, 1, 3).reshape(tiles.shape[0] * TILE, tiles.shape[1] * 2)
 
 
+def unpack_int8_input_tiles(tiles: Tensor) -> Tensor:
+    """pack_int8_input_tiles' inverse: uint8 [out/32, in/4, 32, 4] -> q int8 [out, in]."""
+    shifted = tiles.permute(0, 2, 1, 3).reshape(tiles.shape[0] * TILE, tiles.shape[1] * 4)
+    return (shifted ^ 0x80).view(torch.int8)
+
+
 def _register_fake() -> None:
     """Shapes for torch.compile's tracing (compile="max" graphs call the kernels as opaque ops)."""
     @torch.library.register_fake("q3embed_cpu::q8_linear")
@@ -186,42 +193,57 @@ def quantize_q8_0(weight: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Q8Linear(nn.Module):
-    """nn.Linear without bias whose weight [out, in] is Q8_0 blocks: values int8 and scales fp32,
-    packed for the kernel (csrc/block_linear.cpp: values [out/32, in/2, 32, 2], scales
-    [out/32, in/32, 32]). Inputs and outputs bf16, on a CPU where cpu_kernels_available()."""
+    """nn.Linear without bias whose weight [out, in] is Q8_0 blocks (values int8, scales fp32 [out/32,
+    in/32, 32]), packed for one of two kernels (csrc/block_linear.cpp), inputs and outputs bf16, on a
+    CPU where cpu_kernels_available():
+    - bf16 inputs (q8_linear; values int8 [out/32, in/2, 32, 2]): the dequantized model's values, as
+      a Q8_0 file loads by default;
+    - int8 inputs (q8_linear_int8; values uint8 q + 128 [out/32, in/4, 32, 4]): each row of x is
+      quantized to Q8_0 blocks as llama.cpp does it and multiplied in int8 (quantize="int8": faster
+      at every row count, an approximation whose cosine is reported)."""
 
     def __init__(self, values: Tensor, scales: Tensor) -> None:
         super().__init__()
-        self.out_features, self.in_features = values.shape[0] * TILE, values.shape[1] * 2
-        self.register_buffer("values", values)  # [out/32, in/2, 32, 2] int8
+        self.int8_inputs = values.dtype == torch.uint8  # the layout says which kernel takes it
+        inputs_per_lane = 4 if self.int8_inputs else 2
+        self.out_features, self.in_features = values.shape[0] * TILE, values.shape[1] * inputs_per_lane
+        self.register_buffer("values", values)  # [out/32, in/2, 32, 2] int8 or [out/32, in/4, 32, 4] uint8
         self.register_buffer("scales", scales)  # [out/32, in/32, 32] fp32
 
     @classmethod
-    def from_blocks(cls, q: Tensor, d: Tensor) -> Q8Linear:
-        """q int8 [out, in] and d [out, in/32] (any float dtype; a file's fp16) -> the packed layer."""
+    def from_blocks(cls, q: Tensor, d: Tensor, int8_inputs: bool = False) -> Q8Linear:
+        """q int8 [out, in] and d [out, in/32] (any float dtype; a file's fp16) -> the packed layer,
+        for int8 inputs or bf16 ones."""
         out_features, in_features = q.shape
         if not tiles_fit(out_features, in_features) or d.shape != (out_features, in_features // Q8_BLOCK):
             raise ValueError(f"Q8_0 blocks [{out_features}, {in_features}] need out % {TILE} == 0 and "
                              f"in % {Q8_BLOCK} == 0, scales [{out_features}, {in_features // Q8_BLOCK}]")
         tiles = out_features // TILE
         scales = d.float().view(tiles, TILE, in_features // Q8_BLOCK).permute(0, 2, 1).contiguous()
-        return cls(pack_tiles(q), scales)
+        return cls(pack_int8_input_tiles(q) if int8_inputs else pack_tiles(q), scales)
 
     @classmethod
-    def quantized(cls, linear: nn.Linear) -> Q8Linear:
+    def quantized(cls, linear: nn.Linear, int8_inputs: bool = False) -> Q8Linear:
         """A bias-free `linear`'s weight in Q8_0 blocks (quantize="int8" where the kernel runs)."""
         if linear.bias is not None:
             raise ValueError("Q8Linear has no bias")
-        return cls.from_blocks(*quantize_q8_0(linear.weight))
+        return cls.from_blocks(*quantize_q8_0(linear.weight), int8_inputs=int8_inputs)
 
     @classmethod
     def concatenated(cls, parts: list[Q8Linear]) -> Q8Linear:
-        """One layer computing what `parts` (same input) compute, their outputs laid end to end."""
+        """One layer computing what `parts` (same input, same layout) compute, their outputs laid end
+        to end."""
+        if len({p.int8_inputs for p in parts}) > 1:
+            raise ValueError("Q8Linear parts to concatenate take inputs of different types")
         return cls(torch.cat([p.values for p in parts]), torch.cat([p.scales for p in parts]))
+
+    def with_int8_inputs(self) -> Q8Linear:
+        """The same blocks, packed for int8 inputs (self where they are)."""
+        return self if self.int8_inputs else Q8Linear.from_blocks(*self.blocks(), int8_inputs=True)
 
     def blocks(self) -> tuple[Tensor, Tensor]:
         """The unpacked (q int8 [out, in], d fp32 [out, in/32])."""
-        q = unpack_tiles(self.values)
+        q = unpack_int8_input_tiles(self.values) if self.int8_inputs else unpack_tiles(self.values)
         d = self.scales.permute(0, 2, 1).reshape(self.out_features, self.in_features // Q8_BLOCK)
         return q, d
 
@@ -233,8 +255,19 @@ class Q8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # [..., in] -> [rows, in]: the kernel is 2-D
-        out = torch.ops.q3embed_cpu.q8_linear(rows, self.values, self.scales)  # [rows, out] bf16
+        kernel = torch.ops.q3embed_cpu.q8_linear_int8 if self.int8_inputs else torch.ops.q3embed_cpu.q8_linear
+        out = kernel(rows, self.values, self.scales)  # [rows, out] bf16
         return out.view(*x.shape[:-1], self.out_features)
 
+    def swiglu(self, x: Tensor) -> Tensor:
+        """For a fused [gate; up] layer: silu(x Wg^T) * (x Wu^T) in one pass, the same values as
+        forward then silu_mul. x bf16 [..., in] -> [..., out/2]."""
+        rows = x.reshape(-1, self.in_features)
+        kernel = (torch.ops.q3embed_cpu.q8_linear_int8_swiglu if self.int8_inputs
+                  else torch.ops.q3embed_cpu.q8_linear_swiglu)
+        out = kernel(rows, self.values, self.scales)  # [rows, out/2] bf16
+        return out.view(*x.shape[:-1], self.out_features // 2)
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, Q8_0 blocks"
+        inputs = "int8" if self.int8_inputs else "bf16"
+        return f"in_features={self.in_features}, out_features={self.out_features}, Q8_0 blocks, {inputs} inputs"

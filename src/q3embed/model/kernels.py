@@ -127,7 +127,7 @@ def native_swiglu(gate: Tensor, up: Tensor) -> Tensor:
 
 
 def native_gate_up_swiglu(gate_up: nn.Module, x: Tensor) -> Tensor:
-    """gate_up_swiglu as one call of q3embed_cpu::bf16_linear_swiglu / q8_linear_swiglu (the
+    """gate_up_swiglu as one call of q3embed_cpu::bf16_linear_swiglu / q8_linear[_int8]_swiglu (the
     products and silu(gate) * up in one pass, the same values as the two calls) where gate_up's
     weights are the kernels' tiles or Q8_0 blocks, without bias, and x is bf16; else the product,
     then native_swiglu."""
@@ -137,8 +137,7 @@ def native_gate_up_swiglu(gate_up: nn.Module, x: Tensor) -> Tensor:
             out = torch.ops.q3embed_cpu.bf16_linear_swiglu(rows, gate_up.weight)
             return out.view(*x.shape[:-1], out.shape[-1])
         if isinstance(gate_up, Q8Linear):
-            out = torch.ops.q3embed_cpu.q8_linear_swiglu(rows, gate_up.values, gate_up.scales)
-            return out.view(*x.shape[:-1], out.shape[-1])
+            return gate_up.swiglu(x)
     gate, up = gate_up(x).chunk(2, dim=-1)
     return native_swiglu(gate, up)
 

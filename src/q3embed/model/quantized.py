@@ -1,9 +1,9 @@
 """Int8 matrix products on a CPU (quantize="int8", opt-in): the decoder's linear layers with int8
-weights. Where the Q8_0 kernel runs (bf16 on AVX512-BF16: model/block_linear.py) they become Q8_0
-blocks, one scale per 32 inputs and bf16 activations: the quantization llama.cpp's Q8_0 files
-carry, faster than fbgemm there and closer to the model (docs/benchmarks.md). Elsewhere they are
-fbgemm's int8 linear, with int8 weights per output channel and int8 activations per token, as
-described below.
+weights and int8 activations. Where the Q8_0 kernels run (bf16 on AVX512-BF16 and VNNI:
+model/block_linear.py) both are Q8_0 blocks, one scale per 32 inputs, as llama.cpp computes a Q8_0
+file (its activations quantized per row and block, integer dot products per block): faster than
+fbgemm there and closer to the model (docs/benchmarks.md). Elsewhere they are fbgemm's int8
+linear, with int8 weights per output channel and int8 activations per token, as described below.
 
 A single query spends nearly all its time in matrix products of a few rows, which stream the
 weights. fbgemm's int8 kernels read a quarter of fp32's bytes (half of bf16's) and ran 140 products
@@ -128,18 +128,22 @@ class Int8Embedding(nn.Module):
 
 
 def quantize_decoder(model: nn.Module, blocks: bool = False) -> int:
-    """quantize="int8" for a Qwen3Model: every nn.Linear of its layers (attention and MLP) becomes
-    int8, the originals freed: as Q8_0 blocks with bf16 activations (`blocks`, where the Q8_0 kernel
-    runs: model/block_linear.py) or as an Int8Linear (fbgemm, 8-bit activations per token); its
-    embedding table an Int8Embedding. Layers a Q8_0 file kept as blocks stay as they are.
+    """quantize="int8" for a Qwen3Model: every linear layer of its layers (attention and MLP) computes
+    in int8, the originals freed: as Q8_0 blocks times inputs quantized to Q8_0 blocks (`blocks`,
+    where the Q8_0 kernels run: model/block_linear.py; a Q8_0 file's blocks kept and repacked) or as
+    an Int8Linear (fbgemm, 8-bit activations per token); its embedding table an Int8Embedding.
     -> how many linear layers were replaced."""
     if not isinstance(model.embed_tokens, Int8Embedding):  # a Q8_0 file's table is kept as loaded
         model.embed_tokens = Int8Embedding.quantized(model.embed_tokens)
     replaced = 0
     for parent in list(model.layers.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, Q8Linear):  # a Q8_0 file's (only where the kernels run)
+                setattr(parent, name, child.with_int8_inputs())
+            elif isinstance(child, nn.Linear):
                 use_blocks = blocks and child.bias is None and tiles_fit(child.out_features, child.in_features)
-                setattr(parent, name, Q8Linear.quantized(child) if use_blocks else Int8Linear(child))
-                replaced += 1
+                setattr(parent, name, Q8Linear.quantized(child, int8_inputs=True) if use_blocks else Int8Linear(child))
+            else:
+                continue
+            replaced += 1
     return replaced

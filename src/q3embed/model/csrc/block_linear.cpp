@@ -1,7 +1,7 @@
 // y = x W^T on an AVX512-BF16 CPU, x and y bf16, for weights held in one of three packed forms:
 //   - GGUF's Q8_0 blocks: int8 values q and one scale d per 32 inputs of an output,
 //     W[n, k] = d[n, k/32] x q[n, k] (q3embed_cpu::q8_linear);
-//   - the same blocks for int8 inputs (q3embed_cpu::q8_linear_int8, quantize="w8a8"): x is
+//   - the same blocks for int8 inputs (q3embed_cpu::q8_linear_int8, quantize="int8"): x is
 //     quantized per row and 32 inputs as llama.cpp quantizes activations (Q8_0), and the blocks are
 //     multiplied in int8 with AVX512-VNNI (see "Int8 inputs" below);
 //   - bf16 (q3embed_cpu::bf16_linear).
