@@ -3,7 +3,8 @@ against the eager torch ones they replace, op by op, at the 0.6B model's sizes, 
 
     cd bench && python decoder_ops.py [--tokens 13,512,2048] [--lengths 13;27;64x16;512;2048] [--repeats 20]
 
-For each token count: RMSNorm over [T, 1024], the q/k norm + RoPE over the fused projection's
+For each token count: RMSNorm over [T, 1024], the residual add and RMSNorm (eager: the add, then
+the norm; the kernels: one pass), the q/k norm + RoPE over the fused projection's
 [T, 24, 128] view, SwiGLU over [T, 2 x 3072] (median us of `repeats` calls, eager / kernel, and how
 many bf16 values differ). For each batch of sequence lengths (`64x16`: 16 sequences of 64), causal
 attention over the packed q/k/v of 16 query and 8 kv heads of 128: torch's SDPA, one call per
@@ -43,12 +44,14 @@ def elementwise_rows(tokens: int, repeats: int) -> list[tuple[str, float, float,
     qk_weight = (torch.randn(HEADS + KV_HEADS, HEAD_DIM, generator=generator) * 0.1 + 1).bfloat16()
     cos, sin = rope_cos_sin(torch.arange(tokens), HEAD_DIM, 1_000_000.0)
     gate, up = (torch.randn(tokens, 2 * INTERMEDIATE, generator=generator) * 4).bfloat16().split(INTERMEDIATE, -1)
+    residual = (torch.randn(tokens, HIDDEN, generator=generator) * 3).bfloat16()
     cases = (("RMSNorm [T, 1024]", lambda k: k.rms_norm(x, norm_weight, 1e-6)),
+             ("add + RMSNorm [T, 1024]", lambda k: k.add_rms_norm(residual, x, norm_weight, 1e-6)),
              ("q/k norm + RoPE [T, 24, 128]", lambda k: k.norm_rope(qk, qk_weight, cos, sin, 1e-6)),
              ("SwiGLU [T, 3072]", lambda k: k.swiglu(gate, up)))
     rows = []
     for name, call in cases:
-        eager, ours = call(EAGER), call(CPU_NATIVE)
+        eager, ours = (torch.cat(out) if isinstance(out, tuple) else out for out in (call(EAGER), call(CPU_NATIVE)))
         rows.append((name, median_us(lambda: call(EAGER), repeats), median_us(lambda: call(CPU_NATIVE), repeats),
                      int((eager != ours).sum()), eager.numel()))
     return rows

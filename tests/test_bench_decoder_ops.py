@@ -21,6 +21,7 @@ def test_the_op_table_prints_every_op_and_every_batch():
     assert done.returncode == 0, done.stderr[-3000:]
     ops = [line.split(" tokens ")[1].split(" eager ")[0].strip() for line in done.stdout.splitlines()
            if line.lstrip().startswith("5 tokens")]
-    assert ops == ["RMSNorm [T, 1024]", "q/k norm + RoPE [T, 24, 128]", "SwiGLU [T, 3072]"], done.stdout
+    assert ops == ["RMSNorm [T, 1024]", "add + RMSNorm [T, 1024]", "q/k norm + RoPE [T, 24, 128]",
+                   "SwiGLU [T, 3072]"], done.stdout
     batches = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("attention")]
     assert batches == ["7", "3x2,9"], done.stdout

@@ -12,7 +12,7 @@ from q3embed import Embedder, Reranker
 from q3embed.model import attention
 from q3embed.model.attention import CpuKernel, Layout, SdpaLoop, choose_attention
 from q3embed.model.block_linear import Q8Linear, cpu_kernels_available, cpu_kernels_preferred, quantize_q8_0
-from q3embed.model.kernels import CPU_NATIVE, EAGER, norm_rope, rms_norm, swiglu
+from q3embed.model.kernels import CPU_NATIVE, EAGER, add_then_rms_norm, norm_rope, rms_norm, swiglu
 from q3embed.model.linear import Linear
 from q3embed.model.qwen3 import rope_cos_sin
 from texts import DOCUMENTS, MIXED_TEXTS, QUERIES
@@ -36,6 +36,22 @@ def test_rms_norm_is_the_eager_norm(tokens, dim):
     x = (torch.randn(tokens, dim + 32, generator=generator) * 3).bfloat16()[:, 32:]  # rows at a stride
     weight = (torch.randn(dim, generator=generator) * 0.1 + 1).bfloat16()
     _assert_nearly_equal(CPU_NATIVE.rms_norm(x, weight, 1e-6), rms_norm(x, weight, 1e-6))
+
+
+@pytest.mark.parametrize("tokens, dim", [(1, 64), (13, 1024), (700, 1024), (5, 2560)])
+def test_the_residual_add_and_norm_in_one_pass_are_the_two_calls(tokens, dim):
+    generator = torch.Generator().manual_seed(tokens)
+    x = (torch.randn(tokens + 1, dim + 32, generator=generator) * 30).bfloat16()[:, 32:]  # rows at a stride
+    added = (torch.randn(tokens + 1, dim, generator=generator) * 3).bfloat16()
+    added[-1, :4] = torch.tensor([float("inf"), -x[-1, 1].float(), 1e-30, 3.0e38])  # inf, an exact 0, tiny, overflow
+    weight = (torch.randn(dim, generator=generator) * 0.1 + 1).bfloat16()
+    total, normed = CPU_NATIVE.add_rms_norm(x, added, weight, 1e-6)
+    expected_total, expected_normed = add_then_rms_norm(rms_norm, x, added, weight, 1e-6)
+    assert torch.equal(total, expected_total)  # the bf16 sum, bit for bit (inf included)
+    _assert_nearly_equal(normed[:-1], expected_normed[:-1])
+    torch.testing.assert_close(normed[-1], expected_normed[-1], rtol=0, atol=0, equal_nan=True)  # inf: nan and zeros
+    fp32 = x.float(), added.float(), weight.float(), 1e-6  # not the kernels' dtype: the two eager calls
+    torch.testing.assert_close(CPU_NATIVE.add_rms_norm(*fp32), EAGER.add_rms_norm(*fp32), equal_nan=True)
 
 
 @pytest.mark.parametrize("tokens, heads, head_dim", [(1, 6, 32), (13, 24, 128), (300, 24, 128)])
@@ -209,7 +225,8 @@ def test_the_ops_trace_for_compiled_graphs():
     def layer_part(q, k, v):
         normed = ops.norm_rope(q, weight, cos, sin, 1e-6)
         attended = ops.causal_attention(normed, k, v, [5, 7], False).view(12, -1)  # [T, heads * d]
-        return ops.rms_norm(attended, torch.ones(128).bfloat16(), 1e-6)
+        total, normed = ops.add_rms_norm(attended, attended, torch.ones(128).bfloat16(), 1e-6)
+        return ops.rms_norm(normed, torch.ones(128).bfloat16(), 1e-6) + total
 
     compiled = torch.compile(layer_part, backend="aot_eager", fullgraph=True)
     assert torch.equal(compiled(q, k, v), layer_part(q, k, v))

@@ -169,6 +169,10 @@ def _register_fake() -> None:
     def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
         return x.new_empty(x.shape)
 
+    @torch.library.register_fake("q3embed_cpu::add_rms_norm")
+    def _add_rms_norm(x: Tensor, added: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        return x.new_empty(x.shape), x.new_empty(x.shape)
+
     @torch.library.register_fake("q3embed_cpu::norm_rope")
     def _norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -> Tensor:
         return x.new_empty(x.shape)

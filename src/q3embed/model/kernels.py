@@ -1,4 +1,5 @@
-"""The decoder's elementwise kernels: RMSNorm, and the per-head RMSNorm + RoPE of q and k.
+"""The decoder's elementwise kernels: RMSNorm (alone, and with the residual add before it), and
+the per-head RMSNorm + RoPE of q and k.
 
 Numerics are the reference's (transformers' Qwen3): the variance in fp32, cast back to the input
 dtype before the weight multiply; RoPE in fp32 on an fp32 copy, cast back at the end.
@@ -20,7 +21,10 @@ rare last-bit flip of silu (its own e^x), without a compile, and at 13 tokens 1.
 eager (RMSNorm 2.3x, q/k norm + RoPE 8.3x, SwiGLU 1.2x: per-call overhead, not arithmetic, is what
 a short query pays; bench/decoder_ops.py); with the MLP's gate and up in one projection, SwiGLU
 runs inside that product (`gate_up_swiglu`: its [T, 2 x intermediate] output is never written);
-`KernelSchedule.for_model` picks it there instead of the compiled set.
+`KernelSchedule.for_model` picks it there instead of the compiled set. The residual add and the
+RMSNorm after it are one call there too (`add_rms_norm`; a layer's two adds each go with the norm
+that reads them, model.qwen3): the same values as the add then the norm, two calls fewer a layer
+(a 13-token int8 query 26.1 -> 25.7 ms, 5 interleaved pairs; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from torch import Tensor, nn
 from .block_linear import Q8Linear, cpu_kernels_run
 from .linear import Linear
 
-__all__ = ["Kernels", "EAGER", "CPU_NATIVE", "compiled_kernels", "can_compile", "rms_norm", "apply_rope",
-           "norm_rope", "swiglu", "gate_up_swiglu", "KernelSchedule"]
+__all__ = ["Kernels", "EAGER", "CPU_NATIVE", "compiled_kernels", "can_compile", "rms_norm", "add_then_rms_norm",
+           "apply_rope", "norm_rope", "swiglu", "gate_up_swiglu", "KernelSchedule"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,14 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     x32 = x.to(torch.float32, copy=True)
     x32.mul_(torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps))
     return weight * x32.to(x.dtype)
+
+
+def add_then_rms_norm(norm: Callable[[Tensor, Tensor, float], Tensor], x: Tensor, added: Tensor, weight: Tensor,
+                      eps: float) -> tuple[Tensor, Tensor]:
+    """The residual add and the RMSNorm after it, as two calls: x, added [T, dim] ->
+    (x + added, norm(x + added)), the sum in x's dtype (normed from its rounded values)."""
+    total = x + added
+    return total, norm(total, weight, eps)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -90,6 +102,12 @@ class Kernels:
     swiglu: Callable[[Tensor, Tensor], Tensor] = swiglu  # compiled sets keep it eager (see above)
     # the MLP with fused projections: (gate_up layer, x) -> swiglu of its two halves
     gate_up_swiglu: Callable[[nn.Module, Tensor], Tensor] = gate_up_swiglu
+    # (x, added, weight, eps) -> (x + added, its RMSNorm); None: the add, then this set's rms_norm
+    add_rms_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.add_rms_norm is None:  # frozen: set once, here
+            object.__setattr__(self, "add_rms_norm", functools.partial(add_then_rms_norm, self.rms_norm))
 
 
 EAGER = Kernels(rms_norm, norm_rope)
@@ -108,6 +126,15 @@ def native_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     if x.dim() == 2:  # the decoder's [T, hidden]: no reshaping
         return torch.ops.q3embed_cpu.rms_norm(x, weight, eps)
     return torch.ops.q3embed_cpu.rms_norm(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
+
+
+def native_add_rms_norm(x: Tensor, added: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The residual add and RMSNorm as one call of q3embed_cpu::add_rms_norm (x, added [T, dim])
+    where it takes them, else the add and native_rms_norm: the same values either way."""
+    if not _native_takes(x, weight) or not _native_takes(added, weight) or x.dim() != 2 or x.shape != added.shape:
+        return add_then_rms_norm(native_rms_norm, x, added, weight, eps)
+    total, normed = torch.ops.q3embed_cpu.add_rms_norm(x, added, weight, eps)
+    return total, normed
 
 
 def native_norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -> Tensor:
@@ -142,7 +169,7 @@ def native_gate_up_swiglu(gate_up: nn.Module, x: Tensor) -> Tensor:
     return native_swiglu(gate, up)
 
 
-CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope, native_swiglu, native_gate_up_swiglu)
+CPU_NATIVE = Kernels(native_rms_norm, native_norm_rope, native_swiglu, native_gate_up_swiglu, native_add_rms_norm)
 
 
 class _CompiledOrEager:

@@ -69,6 +69,11 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.kernels.rms_norm(x, self.weight, self.eps)
 
+    def add_and_norm(self, x: Tensor, added: Tensor) -> tuple[Tensor, Tensor]:
+        """The residual add before this norm, with it: x, added [T, dim] -> (x + added, its norm),
+        in one pass where the kernels fuse them."""
+        return self.kernels.add_rms_norm(x, added, self.weight, self.eps)
+
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """cos, sin of shape [T, head_dim] in fp32 for the given absolute positions [T]."""
@@ -212,21 +217,36 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
+    def _input_norm(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+        """-> (this layer's input x = residual + hidden, input_layernorm(x)): the previous layer's
+        last residual add made here, in one pass with the norm (hidden alone for the first layer)."""
+        if residual is None:
+            return hidden, self.input_layernorm(hidden)
+        return self.input_layernorm.add_and_norm(residual, hidden)
+
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout,
+        self, hidden: Tensor, residual: Tensor | None, cos: Tensor, sin: Tensor, layout: Layout,
         prefix: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        attended, k, v = self.self_attn(self.input_layernorm(x), cos, sin, layout, prefix)
-        x = x + attended
-        return x + self.mlp(self.post_attention_layernorm(x)), k, v
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The layer's output as two terms, its MLP's output and the residual stream before it
+        [T, hidden] each (their sum is the output, added by whatever reads it next: the next
+        layer's or the final norm, in one pass with that norm), and its k, v for a prefix cache.
+        The layer's input is given the same way (residual None: `hidden` itself)."""
+        x, normed = self._input_norm(hidden, residual)
+        attended, k, v = self.self_attn(normed, cos, sin, layout, prefix)
+        x, normed = self.post_attention_layernorm.add_and_norm(x, attended)
+        return self.mlp(normed), x, k, v
 
     def forward_rows(
-        self, x: Tensor, cos: Tensor, sin: Tensor, layout: Layout, rows: Tensor,
+        self, hidden: Tensor, residual: Tensor | None, cos: Tensor, sin: Tensor, layout: Layout, rows: Tensor,
         prefix: tuple[Tensor, Tensor] | None = None,
-    ) -> Tensor:
-        """The layer's output at `rows` only: x [T, hidden] -> [B, hidden]."""
-        x_rows = x[rows] + self.self_attn.forward_rows(self.input_layernorm(x), cos, sin, layout, rows, prefix)
-        return x_rows + self.mlp(self.post_attention_layernorm(x_rows))
+    ) -> tuple[Tensor, Tensor]:
+        """The layer's output at `rows` only, as forward's two terms [B, hidden] each (the input
+        [T, hidden] as forward's)."""
+        x, normed = self._input_norm(hidden, residual)
+        attended = self.self_attn.forward_rows(normed, cos, sin, layout, rows, prefix)
+        x_rows, normed = self.post_attention_layernorm.add_and_norm(x[rows], attended)
+        return self.mlp(normed), x_rows
 
 
 class Qwen3Model(nn.Module):
@@ -251,7 +271,10 @@ class Qwen3Model(nn.Module):
 
         Positions restart at 0 for each sequence, or at P when every sequence continues `prefix`.
         """
-        return self.norm(self._run_layers(input_ids, positions, seq_lens, prefix, rows=rows))
+        hidden, residual = self._run_layers(input_ids, positions, seq_lens, prefix, rows=rows)
+        if residual is None:  # a model without layers
+            return self.norm(hidden)
+        return self.norm.add_and_norm(residual, hidden)[1]  # the last layer's residual add, with the norm
 
     def use_attention(self, backend: AttentionBackend) -> None:
         """How every layer attends over a packed batch (see model.attention)."""
@@ -283,18 +306,21 @@ class Qwen3Model(nn.Module):
     def _run_layers(
         self, input_ids: Tensor, positions: Tensor, seq_lens: list[int],
         prefix: KVPrefix | None, collect: KVPrefix | None = None, rows: Tensor | None = None,
-    ) -> Tensor:
-        """Hidden states [T, hidden] (or [B, hidden] at `rows`) before the final norm; appends each
-        layer's k/v to `collect`."""
+    ) -> tuple[Tensor, Tensor | None]:
+        """The last layer's output before the final norm as its two terms (DecoderLayer.forward),
+        [T, hidden] each, or [B, hidden] at `rows` (residual None: no layers, the embeddings);
+        appends each layer's k/v to `collect`."""
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         layout = self.attention.layout(seq_lens, 0 if prefix is None else prefix.length, input_ids.device)
-        x = self.embed_tokens(input_ids)  # [T, hidden]
+        hidden, residual = self.embed_tokens(input_ids), None  # [T, hidden]
         for index, layer in enumerate(self.layers):
             cached = None if prefix is None else (prefix.keys[index], prefix.values[index])
             if rows is not None and index == len(self.layers) - 1:
-                return layer.forward_rows(x, cos, sin, layout, rows, cached)  # [B, hidden]
-            x, k, v = layer(x, cos, sin, layout, cached)
+                return layer.forward_rows(hidden, residual, cos, sin, layout, rows, cached)  # [B, hidden] each
+            hidden, residual, k, v = layer(hidden, residual, cos, sin, layout, cached)
             if collect is not None:
                 collect.keys.append(k)
                 collect.values.append(v)
-        return x if rows is None else x[rows]  # (rows of a model without layers)
+        if rows is not None:  # (rows of a model without layers)
+            return hidden[rows], None
+        return hidden, residual
