@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import shutil
 
 import numpy as np
@@ -45,6 +47,27 @@ def test_bf16_checkpoint_loads_in_fp32_and_bf16(tmp_path):
     bf16 = Embedder(str(model_dir), dtype="bfloat16", device="cpu")
     assert bf16.info.dtype == "bfloat16"
     assert (bf16.encode(TEXTS) * fp32).sum(axis=1).min() > 0.99
+
+
+def _mapped(path) -> bool:
+    """Whether this process has `path` memory-mapped (/proc/self/maps)."""
+    from pathlib import Path
+
+    return any(line.endswith(str(path)) for line in Path("/proc/self/maps").read_text().splitlines())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's /proc/self/maps")
+@pytest.mark.parametrize("kind", ["embedding", "reranker"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_loaded_model_keeps_no_part_of_its_checkpoint_mapped(tmp_path, kind, dtype):
+    # In the file's own dtype nothing is converted: every tensor would still be the file's
+    # memory map, and any one left in the model would keep the whole file mapped and resident.
+    spec = CheckpointSpec(kind=kind, dtype=getattr(torch, dtype), prefixed_keys=kind == "reranker")
+    weights = build_checkpoint(tmp_path / "m", spec) / "model.safetensors"
+    model = (Embedder if kind == "embedding" else Reranker)(str(weights.parent), dtype=dtype, device="cpu")
+    gc.collect()
+    assert not _mapped(weights)  # while the model lives
+    del model
 
 
 def test_tied_and_separate_lm_head_score_alike(tmp_path, tiny_reranker_dir):
