@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,8 +52,6 @@ def test_bf16_checkpoint_loads_in_fp32_and_bf16(tmp_path):
 
 def _mapped(path) -> bool:
     """Whether this process has `path` memory-mapped (/proc/self/maps)."""
-    from pathlib import Path
-
     return any(line.endswith(str(path)) for line in Path("/proc/self/maps").read_text().splitlines())
 
 

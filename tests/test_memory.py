@@ -20,7 +20,6 @@ THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 needs_huge_pages = pytest.mark.skipif(huge_page_buffer(1) is None, reason="no madvise(MADV_HUGEPAGE) here")
 
 
-
 def _mapping_of(pointer: int) -> dict[str, int]:
     """The mapping that holds `pointer`: its start address and its /proc/self/smaps sizes (kB)."""
     fields: dict[str, int] = {}

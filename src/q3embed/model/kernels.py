@@ -133,8 +133,7 @@ def native_add_rms_norm(x: Tensor, added: Tensor, weight: Tensor, eps: float) ->
     where it takes them, else the add and native_rms_norm: the same values either way."""
     if not _native_takes(x, weight) or not _native_takes(added, weight) or x.dim() != 2 or x.shape != added.shape:
         return add_then_rms_norm(native_rms_norm, x, added, weight, eps)
-    total, normed = torch.ops.q3embed_cpu.add_rms_norm(x, added, weight, eps)
-    return total, normed
+    return torch.ops.q3embed_cpu.add_rms_norm(x, added, weight, eps)
 
 
 def native_norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -> Tensor:

@@ -80,25 +80,34 @@ void check_bf16(const at::Tensor& t, const char* name) {
 
 // ------------------------------------------------------------------------------------------ norms
 
-// x [rows, dim] (rows at any stride, each row contiguous), weight [dim] -> [rows, dim].
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  check_bf16(x, "x");
+// x [rows, dim] bf16 with contiguous rows (at any stride), weight [dim], dim a multiple of 16.
+void check_norm_inputs(const at::Tensor& x, const at::Tensor& weight, const char* name) {
+  check_bf16(x, name);
   check_bf16(weight, "weight");
-  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x must be [rows, dim] with contiguous rows");
-  const int64_t rows = x.size(0), dim = x.size(1);
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, name, " must be [rows, dim] with contiguous rows");
+  const int64_t dim = x.size(1);
   TORCH_CHECK(dim % kLanes == 0 && weight.dim() == 1 && weight.size(0) == dim && weight.is_contiguous(),
               "weight must be [", dim, "] and dim a multiple of 16");
+}
+
+// One row of RMSNorm: xr [dim] -> out [dim].
+Q3_INLINE void norm_row(const at::BFloat16* xr, const at::BFloat16* weight, int64_t dim, float eps, at::BFloat16* out) {
+  const __m512 r = _mm512_set1_ps(inverse_rms(xr, dim, eps));
+  for (int64_t d = 0; d < dim; d += kLanes) store_bf16(out + d, normed(xr + d, weight + d, r));
+}
+
+// x [rows, dim] (rows at any stride, each row contiguous), weight [dim] -> [rows, dim].
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  check_norm_inputs(x, weight, "x");
+  const int64_t rows = x.size(0), dim = x.size(1);
   at::Tensor out = at::empty({rows, dim}, x.options());
   const at::BFloat16* xp = x.data_ptr<at::BFloat16>();
   const at::BFloat16* wp = weight.data_ptr<at::BFloat16>();
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
   const int64_t stride = x.stride(0);
   at::parallel_for(0, rows, std::max<int64_t>(1, kParallelElements / dim), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const at::BFloat16* xr = xp + row * stride;
-      const __m512 r = _mm512_set1_ps(inverse_rms(xr, dim, static_cast<float>(eps)));
-      for (int64_t d = 0; d < dim; d += kLanes) store_bf16(op + row * dim + d, normed(xr + d, wp + d, r));
-    }
+    for (int64_t row = begin; row < end; ++row)
+      norm_row(xp + row * stride, wp, dim, static_cast<float>(eps), op + row * dim);
   });
   return out;
 }
@@ -109,14 +118,10 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 // the two separate calls; a layer makes one call where it made two (~6 us each at 13 tokens).
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& added, const at::Tensor& weight,
                                                 double eps) {
-  check_bf16(x, "x");
-  check_bf16(added, "added");
-  check_bf16(weight, "weight");
-  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && added.dim() == 2 && added.stride(1) == 1
-              && x.sizes() == added.sizes(), "x and added must be [rows, dim] alike, with contiguous rows");
+  check_norm_inputs(x, weight, "x");
+  check_norm_inputs(added, weight, "added");
+  TORCH_CHECK(x.sizes() == added.sizes(), "x and added must be alike, got ", x.sizes(), " and ", added.sizes());
   const int64_t rows = x.size(0), dim = x.size(1);
-  TORCH_CHECK(dim % kLanes == 0 && weight.dim() == 1 && weight.size(0) == dim && weight.is_contiguous(),
-              "weight must be [", dim, "] and dim a multiple of 16");
   at::Tensor sum = at::empty({rows, dim}, x.options());
   at::Tensor out = at::empty({rows, dim}, x.options());
   const at::BFloat16 *xp = x.data_ptr<at::BFloat16>(), *ap = added.data_ptr<at::BFloat16>();
@@ -128,8 +133,7 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::T
       at::BFloat16* sr = sp + row * dim;
       for (int64_t d = 0; d < dim; d += kLanes)
         store_bf16(sr + d, _mm512_add_ps(load_bf16(xp + row * x_stride + d), load_bf16(ap + row * added_stride + d)));
-      const __m512 r = _mm512_set1_ps(inverse_rms(sr, dim, static_cast<float>(eps)));
-      for (int64_t d = 0; d < dim; d += kLanes) store_bf16(op + row * dim + d, normed(sr + d, wp + d, r));
+      norm_row(sr, wp, dim, static_cast<float>(eps), op + row * dim);  // from the rounded sum, still in L1
     }
   });
   return {sum, out};
